@@ -116,7 +116,7 @@ func (c Class) String() string {
 }
 
 // Action is one verb of the vocabulary. The set is small and closed so that
-// compiled rules can hold actions as a bitset (see ActionSet).
+// compiled rules can hold actions as a bitset (see ActionBits).
 type Action uint8
 
 // SQL actions. Keep in step with actionInfo below; the numeric values are
@@ -200,7 +200,7 @@ const (
 	ActionHTTPDelete
 	ActionHTTPOptions
 
-	actionCount // must stay last; ActionSet is a [2]uint64 bitset
+	actionCount // must stay last; ActionBits is a [2]uint64 bitset
 )
 
 type actionInfo struct {
@@ -293,17 +293,17 @@ func ParseAction(name string) (Action, bool) {
 	return ActionUnknown, false
 }
 
-// ActionSet is a set of actions, a bitset so that matching allocates nothing.
-type ActionSet [2]uint64
+// ActionBits is a set of actions, a bitset so that matching allocates nothing.
+type ActionBits [2]uint64
 
 // Add puts a into the set.
-func (s *ActionSet) Add(a Action) { s[a/64] |= 1 << (a % 64) }
+func (s *ActionBits) Add(a Action) { s[a/64] |= 1 << (a % 64) }
 
 // Has reports whether a is in the set.
-func (s *ActionSet) Has(a Action) bool { return s[a/64]&(1<<(a%64)) != 0 }
+func (s *ActionBits) Has(a Action) bool { return s[a/64]&(1<<(a%64)) != 0 }
 
 // Empty reports whether the set has no actions.
-func (s *ActionSet) Empty() bool { return s[0] == 0 && s[1] == 0 }
+func (s *ActionBits) Empty() bool { return s[0] == 0 && s[1] == 0 }
 
 // FunctionCategory marks functions whose effects go beyond computing a value.
 // Calls of categorised functions are blocked unless a rule allows the
