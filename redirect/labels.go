@@ -1,0 +1,109 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// LabelledCgroup is one cgroup whose processes are agents.
+type LabelledCgroup struct {
+	ID    uint64 `json:"id"`
+	Path  string `json:"path"` // relative to the cgroup2 mount, "/agents/a"
+	Agent string `json:"agent"`
+	// Static is set for labels that come from the policy file rather than
+	// from a cgroup xattr.
+	Static bool `json:"static"`
+}
+
+// ScanLabels walks the cgroup tree below root (an absolute path under
+// mount) and returns every cgroup carrying the agent xattr. Cgroups vanish
+// while we walk; those are skipped, not errors.
+func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
+	var out []LabelledCgroup
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if p == root {
+				return err
+			}
+			return nil
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		agent, err := Label(p)
+		if err != nil || agent == "" {
+			return nil
+		}
+		id, err := CgroupID(p)
+		if err != nil {
+			return nil
+		}
+		out = append(out, LabelledCgroup{ID: id, Path: relCgroup(mount, p), Agent: agent})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan cgroup labels under %s: %w", root, err)
+	}
+	return out, nil
+}
+
+// StaticLabels resolves cgroup paths named in the policy. Paths that do not
+// exist (yet) are skipped: they are picked up by the next scan once an
+// operator creates them.
+func StaticLabels(mount string, byAgent map[string][]string) []LabelledCgroup {
+	var out []LabelledCgroup
+	for agent, paths := range byAgent {
+		for _, p := range paths {
+			abs, err := ResolveCgroup(mount, p)
+			if err != nil {
+				continue
+			}
+			id, err := CgroupID(abs)
+			if err != nil {
+				continue
+			}
+			out = append(out, LabelledCgroup{ID: id, Path: relCgroup(mount, abs), Agent: agent, Static: true})
+		}
+	}
+	return out
+}
+
+func relCgroup(mount, abs string) string {
+	rel := strings.TrimPrefix(abs, mount)
+	if rel == "" {
+		return "/"
+	}
+	return rel
+}
+
+// AgentID is the id the kernel records for an agent name. It is a hash so
+// that it is stable across restarts without any state; collisions are
+// detected when the desired state is built.
+func AgentID(name string) uint32 { return nameID(name) }
+
+// TargetID is the id the kernel records for a target name.
+func TargetID(name string) uint32 { return nameID(name) }
+
+func nameID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	id := h.Sum32()
+	if id == 0 {
+		id = 1 // 0 means "not a target" in the kernel
+	}
+	return id
+}
+
+// cgroupExists is used by the exec helper and tests.
+func cgroupExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}

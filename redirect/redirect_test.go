@@ -1,0 +1,380 @@
+package redirect_test
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/interlockhq/interlock/redirect"
+	"github.com/interlockhq/interlock/test/harness"
+)
+
+func TestMain(m *testing.M) {
+	harness.MaybeDial()
+	os.Exit(m.Run())
+}
+
+// fakeEngine accepts redirected connections, looks each one up like the
+// real engine does, and answers "engine\n".
+type fakeEngine struct {
+	r       *redirect.Redirector
+	port4   uint16
+	port6   uint16
+	mu      sync.Mutex
+	records []redirect.Record
+	errs    []error
+	close   func()
+}
+
+func startFakeEngine(t *testing.T) *fakeEngine {
+	t.Helper()
+	e := &fakeEngine{}
+	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.close = func() { ln4.Close(); ln6.Close() }
+	t.Cleanup(e.close)
+	e.port4 = uint16(ln4.Addr().(*net.TCPAddr).Port)
+	e.port6 = uint16(ln6.Addr().(*net.TCPAddr).Port)
+	for _, ln := range []net.Listener{ln4, ln6} {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go e.handle(c)
+			}
+		}()
+	}
+	return e
+}
+
+func (e *fakeEngine) handle(c net.Conn) {
+	defer c.Close()
+	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	rec, err := e.r.Lookup(peer)
+	e.mu.Lock()
+	if err != nil {
+		e.errs = append(e.errs, err)
+	} else {
+		e.records = append(e.records, rec)
+	}
+	e.mu.Unlock()
+	bufio.NewReader(c).ReadString('\n')
+	c.Write([]byte("engine\n"))
+}
+
+func (e *fakeEngine) last(t *testing.T) redirect.Record {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.errs) > 0 {
+		t.Fatalf("engine lookup failed: %v", e.errs)
+	}
+	if len(e.records) == 0 {
+		t.Fatal("engine saw no connection")
+	}
+	return e.records[len(e.records)-1]
+}
+
+// upstream is a stand-in target that answers "direct\n": seeing that
+// reply from an agent means the redirect failed open.
+func upstream(t *testing.T, network, addr string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n')
+				c.Write([]byte("direct\n"))
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+type fixture struct {
+	cg     *harness.Cgroups
+	pinDir string
+	eng    *fakeEngine
+	r      *redirect.Redirector
+	state  redirect.State
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	harness.RequirePrivileged(t)
+	f := &fixture{cg: harness.NewCgroups(t), pinDir: harness.PinDir(t), eng: startFakeEngine(t)}
+	f.install(t)
+	f.state = redirect.State{
+		Cgroups: map[uint64]string{},
+		Agents:  map[string]redirect.Agent{"analyst": {Name: "analyst"}},
+		Targets: map[netip.AddrPort]string{},
+	}
+	return f
+}
+
+func (f *fixture) install(t *testing.T) {
+	t.Helper()
+	r, err := redirect.Install(redirect.Config{
+		CgroupPath:  f.cg.Root,
+		PinDir:      f.pinDir,
+		EnginePort4: f.eng.port4,
+		EnginePort6: f.eng.port6,
+		Mark:        0x494c,
+	})
+	if err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	f.r = r
+	f.eng.r = r
+}
+
+func (f *fixture) labelAgent(t *testing.T, rel, agent string) string {
+	t.Helper()
+	p := f.cg.Mkdir(t, rel)
+	if err := redirect.SetLabel(p, agent); err != nil {
+		t.Fatal(err)
+	}
+	id, err := redirect.CgroupID(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.state.Cgroups[id] = agent
+	return p
+}
+
+func (f *fixture) apply(t *testing.T) {
+	t.Helper()
+	if err := f.r.Apply(f.state); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+}
+
+func TestPrivilegedRedirectAgentToEngine(t *testing.T) {
+	f := setup(t)
+	target4 := upstream(t, "tcp4", "127.0.0.1:0")
+	target6 := upstream(t, "tcp6", "[::1]:0")
+	f.state.Targets[target4] = "db4"
+	f.state.Targets[target6] = "db6"
+	agentCg := f.labelAgent(t, "agents/analyst", "analyst")
+	plainCg := f.cg.Mkdir(t, "plain")
+	f.apply(t)
+
+	cases := []struct {
+		name, network, addr string
+		want                netip.AddrPort
+		target              string
+	}{
+		{"ipv4", "tcp4", target4.String(), target4, "db4"},
+		{"ipv6", "tcp6", target6.String(), target6, "db6"},
+		{"v4-mapped", "tcp6-mapped", netip.AddrPortFrom(netip.AddrFrom16(target4.Addr().As16()), target4.Port()).String(), target4, "db4"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := harness.Dial(t, agentCg, tc.network, tc.addr)
+			if res.Err != "" {
+				t.Fatalf("agent dial: %s", res.Err)
+			}
+			if res.Reply != "engine\n" {
+				t.Fatalf("agent reached %q, want the engine", res.Reply)
+			}
+			if got := netip.MustParseAddrPort(res.Remote); got.Addr().Unmap() != tc.want.Addr() || got.Port() != tc.want.Port() {
+				t.Errorf("agent's getpeername = %s, want the original %s", got, tc.want)
+			}
+			rec := f.eng.last(t)
+			if rec.OrigDst != tc.want {
+				t.Errorf("record orig dst = %s, want %s", rec.OrigDst, tc.want)
+			}
+			if rec.PID != uint32(res.PID) {
+				t.Errorf("record pid = %d, want %d", rec.PID, res.PID)
+			}
+			if rec.AgentID != redirect.AgentID("analyst") || rec.TargetID != redirect.TargetID(tc.target) {
+				t.Errorf("record agent/target = %d/%d", rec.AgentID, rec.TargetID)
+			}
+			if id, _ := redirect.CgroupID(agentCg); rec.CgroupID != id {
+				t.Errorf("record cgroup = %d, want %d", rec.CgroupID, id)
+			}
+		})
+	}
+
+	t.Run("non-agent untouched", func(t *testing.T) {
+		res := harness.Dial(t, plainCg, "tcp4", target4.String())
+		if res.Reply != "direct\n" {
+			t.Fatalf("non-agent reached %q (err %q), want the target directly", res.Reply, res.Err)
+		}
+	})
+
+	t.Run("nested cgroup inherits", func(t *testing.T) {
+		child := f.cg.Mkdir(t, "agents/analyst/worker/deeper")
+		res := harness.Dial(t, child, "tcp4", target4.String())
+		if res.Reply != "engine\n" {
+			t.Fatalf("nested agent reached %q (err %q), want the engine", res.Reply, res.Err)
+		}
+		if id, _ := redirect.CgroupID(child); f.eng.last(t).CgroupID != id {
+			t.Errorf("record should carry the child's own cgroup id")
+		}
+	})
+}
+
+func TestPrivilegedEgress(t *testing.T) {
+	f := setup(t)
+	target := upstream(t, "tcp4", "127.0.0.1:0")
+	other := upstream(t, "tcp4", "127.0.0.1:0")
+	other6 := upstream(t, "tcp6", "[::1]:0")
+	f.state.Targets[target] = "db"
+	denyCg := f.labelAgent(t, "deny", "analyst")
+	allowCg := f.labelAgent(t, "allow", "writer")
+	f.state.Agents["writer"] = redirect.Agent{Name: "writer", EgressAllow: true}
+	f.state.EnginePorts = []uint16{9999}
+	f.apply(t)
+
+	for _, addr := range []string{other.String(), other6.String()} {
+		res := harness.Dial(t, denyCg, "tcp", addr)
+		if !strings.Contains(res.Err, "operation not permitted") {
+			t.Errorf("egress deny: dial %s = reply %q err %q, want EPERM", addr, res.Reply, res.Err)
+		}
+	}
+	if res := harness.Dial(t, allowCg, "tcp", other.String()); res.Reply != "direct\n" {
+		t.Errorf("egress allow: got %q err %q, want direct", res.Reply, res.Err)
+	}
+	// Targets are still redirected for an egress-allow agent.
+	if res := harness.Dial(t, allowCg, "tcp", target.String()); res.Reply != "engine\n" {
+		t.Errorf("egress allow agent to target: got %q err %q", res.Reply, res.Err)
+	}
+
+	// An explicit exception opens exactly one address:port.
+	a := f.state.Agents["analyst"]
+	a.Allow = []redirect.EgressRule{{Addr: other.Addr(), Port: other.Port()}}
+	f.state.Agents["analyst"] = a
+	f.apply(t)
+	if res := harness.Dial(t, denyCg, "tcp", other.String()); res.Reply != "direct\n" {
+		t.Errorf("egress exception: got %q err %q, want direct", res.Reply, res.Err)
+	}
+	if res := harness.Dial(t, denyCg, "tcp", other6.String()); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("egress exception must not open other addresses: %+v", res)
+	}
+
+	// Engine ports are closed to agents even with egress allow.
+	if res := harness.Dial(t, allowCg, "tcp", "127.0.0.1:9999"); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("engine port: got %+v, want EPERM", res)
+	}
+}
+
+func TestPrivilegedLabelLifecycle(t *testing.T) {
+	f := setup(t)
+	target := upstream(t, "tcp4", "127.0.0.1:0")
+	f.state.Targets[target] = "db"
+	cg := f.cg.Mkdir(t, "later")
+	f.apply(t)
+	if res := harness.Dial(t, cg, "tcp", target.String()); res.Reply != "direct\n" {
+		t.Fatalf("unlabelled: got %+v", res)
+	}
+	if err := redirect.SetLabel(cg, "analyst"); err != nil {
+		t.Fatal(err)
+	}
+	labels, err := redirect.ScanLabels(f.cg.Mount, f.cg.Root)
+	if err != nil || len(labels) != 1 || labels[0].Agent != "analyst" || labels[0].Path != f.cg.Rel("later") {
+		t.Fatalf("scan labels = %+v, %v", labels, err)
+	}
+	f.state.Cgroups[labels[0].ID] = labels[0].Agent
+	f.apply(t)
+	if res := harness.Dial(t, cg, "tcp", target.String()); res.Reply != "engine\n" {
+		t.Fatalf("labelled: got %+v", res)
+	}
+	if err := redirect.RemoveLabel(cg); err != nil {
+		t.Fatal(err)
+	}
+	delete(f.state.Cgroups, labels[0].ID)
+	f.apply(t)
+	if res := harness.Dial(t, cg, "tcp", target.String()); res.Reply != "direct\n" {
+		t.Fatalf("unlabelled again: got %+v", res)
+	}
+}
+
+func TestPrivilegedRestartAndUninstall(t *testing.T) {
+	f := setup(t)
+	target := upstream(t, "tcp4", "127.0.0.1:0")
+	f.state.Targets[target] = "db"
+	cg := f.labelAgent(t, "a", "analyst")
+	f.apply(t)
+	before, err := redirect.ReadStatus(f.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Engine gone: the pinned programs keep redirecting to a closed port.
+	f.r.Close()
+	f.eng.close()
+	if res := harness.Dial(t, cg, "tcp", target.String()); !strings.Contains(res.Err, "connection refused") {
+		t.Fatalf("engine down: want connection refused, got %+v", res)
+	}
+
+	// A new engine (on new ports) takes over the pinned links.
+	f.eng = startFakeEngine(t)
+
+	// Restart: same pins, programs swapped in the same links, maps kept.
+	f.install(t)
+	after, err := redirect.ReadStatus(f.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Links) != 7 || len(before.Links) != 7 {
+		t.Fatalf("links before %d after %d, want 7", len(before.Links), len(after.Links))
+	}
+	for i := range after.Links {
+		if after.Links[i].LinkID != before.Links[i].LinkID {
+			t.Errorf("%s: restart replaced the link (%d → %d) instead of updating it", after.Links[i].Hook, before.Links[i].LinkID, after.Links[i].LinkID)
+		}
+		if after.Links[i].ProgID == before.Links[i].ProgID {
+			t.Errorf("%s: restart did not swap the program", after.Links[i].Hook)
+		}
+	}
+	if res := harness.Dial(t, cg, "tcp", target.String()); res.Reply != "engine\n" {
+		t.Fatalf("after restart (maps kept): got %+v", res)
+	}
+
+	f.r.Close()
+	if err := redirect.Uninstall(f.pinDir); err != nil {
+		t.Fatal(err)
+	}
+	if harness.Exists(f.pinDir) {
+		t.Error("pin directory still exists after uninstall")
+	}
+	if _, err := redirect.ReadStatus(f.pinDir); err == nil {
+		t.Error("status still finds links after uninstall")
+	}
+	// Give the kernel a moment to release the links' last references.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		res := harness.Dial(t, cg, "tcp", target.String())
+		if res.Reply == "direct\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after uninstall the agent is still redirected: %+v", res)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

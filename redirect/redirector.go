@@ -1,0 +1,210 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/interlockhq/interlock/bpf"
+)
+
+// DefaultPinDir is where the daemon pins its links and maps.
+const DefaultPinDir = "/sys/fs/bpf/interlock"
+
+// Config says where and how to attach.
+type Config struct {
+	// CgroupPath is the cgroup the programs attach to; every process below
+	// it is checked. Default: the cgroup2 mount root.
+	CgroupPath string
+	// PinDir is a directory on a bpffs mount. Default: DefaultPinDir.
+	PinDir string
+	// EnginePort4 and EnginePort6 are the engine's listener ports on
+	// 127.0.0.1 and ::1.
+	EnginePort4, EnginePort6 uint16
+	// Mark is the SO_MARK the engine puts on its own upstream dials; such
+	// sockets are never redirected.
+	Mark uint32
+	Log  *slog.Logger
+}
+
+// CheckAndSetDefaults validates the config and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.CgroupPath == "" {
+		m, err := Cgroup2Mount()
+		if err != nil {
+			return err
+		}
+		c.CgroupPath = m
+	}
+	if c.PinDir == "" {
+		c.PinDir = DefaultPinDir
+	}
+	if c.EnginePort4 == 0 || c.EnginePort6 == 0 {
+		return errors.New("redirect config: engine ports must be set")
+	}
+	if c.Mark == 0 {
+		return errors.New("redirect config: mark must be non-zero (it is the loop guard)")
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return nil
+}
+
+// Redirector owns the loaded programs and maps of one engine process.
+type Redirector struct {
+	cfg  Config
+	objs bpf.RedirectObjects
+}
+
+// attachment is one program and where it hooks in.
+type attachment struct {
+	name string // pin name: link_<name>
+	typ  ebpf.AttachType
+	prog func(*bpf.RedirectObjects) *ebpf.Program
+}
+
+var attachments = []attachment{
+	{"connect4", ebpf.AttachCGroupInet4Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect4 }},
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect6 }},
+	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg4 }},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg6 }},
+	{"sockops", ebpf.AttachCGroupSockOps, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockops }},
+	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername4 }},
+	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername6 }},
+}
+
+// Install converges the kernel to the desired state: it loads the programs
+// (re-using pinned maps), then for each hook updates the pinned link to the
+// new program or, when there is none, attaches and pins a new link. It is
+// safe to run again after a crash at any point.
+func Install(cfg Config) (*Redirector, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	if err := ensureBPFFS(cfg.PinDir); err != nil {
+		return nil, err
+	}
+	r := &Redirector{cfg: cfg}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	for _, a := range attachments {
+		if err := r.converge(a); err != nil {
+			r.objs.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func (r *Redirector) load() error {
+	spec, err := bpf.LoadRedirect()
+	if err != nil {
+		return fmt.Errorf("load BPF spec: %w", err)
+	}
+	for name, v := range map[string]any{
+		bpf.RedirectVarEnginePort4: r.cfg.EnginePort4,
+		bpf.RedirectVarEnginePort6: r.cfg.EnginePort6,
+		bpf.RedirectVarEngineMark:  r.cfg.Mark,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set BPF constant %s: %w", name, err)
+		}
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.cfg.PinDir}}
+	err = spec.LoadAndAssign(&r.objs, opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// A newer Interlock changed a map's layout. The pinned maps only
+		// hold state derived from the policy and in-flight records, so
+		// dropping them is safe; the links are updated right after.
+		r.cfg.Log.Warn("pinned BPF maps are incompatible with this version; recreating them", "pin_dir", r.cfg.PinDir)
+		for name := range spec.Maps {
+			_ = os.Remove(filepath.Join(r.cfg.PinDir, name))
+		}
+		err = spec.LoadAndAssign(&r.objs, opts)
+	}
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("BPF verifier rejected Interlock's programs: %+v", ve)
+		}
+		return kernelHint("load BPF programs", err)
+	}
+	return nil
+}
+
+// converge makes one hook point at this process's program.
+func (r *Redirector) converge(a attachment) error {
+	pin := filepath.Join(r.cfg.PinDir, "link_"+a.name)
+	prog := a.prog(&r.objs)
+	l, err := link.LoadPinnedLink(pin, nil)
+	switch {
+	case err == nil && !r.attachedHere(l):
+		// The attach point moved (config change): drop the old link first,
+		// there is no atomic move between cgroups.
+		l.Close()
+		r.cfg.Log.Warn("pinned link is attached to another cgroup; moving it", "hook", a.name, "cgroup", r.cfg.CgroupPath)
+		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove pin %s: %w", pin, err)
+		}
+	case err == nil:
+		// A previous engine's link: swap the program in place, so there is
+		// no instant in which the hook is missing (fail closed).
+		defer l.Close()
+		err = l.Update(prog)
+		if err == nil {
+			r.cfg.Log.Debug("updated pinned link", "hook", a.name)
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, link.ErrNotSupported) {
+			return kernelHint("update pinned link "+pin, err)
+		}
+		// ENOLINK surfaces as ErrNotExist: the link's cgroup is gone.
+		// Drop the defunct pin and attach afresh below.
+		r.cfg.Log.Warn("pinned link is defunct; re-attaching", "hook", a.name, "error", err)
+		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove defunct pin %s: %w", pin, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		// First start: nothing pinned yet.
+	default:
+		return kernelHint("open pinned link "+pin, err)
+	}
+
+	nl, err := link.AttachCgroup(link.CgroupOptions{Path: r.cfg.CgroupPath, Attach: a.typ, Program: prog})
+	if err != nil {
+		return kernelHint(fmt.Sprintf("attach %s to cgroup %s", a.name, r.cfg.CgroupPath), err)
+	}
+	defer nl.Close()
+	if err := nl.Pin(pin); err != nil {
+		return kernelHint("pin link "+pin, err)
+	}
+	r.cfg.Log.Info("attached BPF program", "hook", a.name, "cgroup", r.cfg.CgroupPath)
+	return nil
+}
+
+func (r *Redirector) attachedHere(l link.Link) bool {
+	info, err := l.Info()
+	if err != nil {
+		return true // cannot tell; keep the link rather than open a gap
+	}
+	cg := info.Cgroup()
+	if cg == nil {
+		return true
+	}
+	id, err := CgroupID(r.cfg.CgroupPath)
+	return err != nil || cg.CgroupId == id
+}
+
+// Close releases this process's file descriptors. Pinned links and maps
+// stay: the kernel keeps redirecting (to a closed port) until Uninstall.
+func (r *Redirector) Close() error { return r.objs.Close() }
+
+// Config returns the effective configuration.
+func (r *Redirector) Config() Config { return r.cfg }

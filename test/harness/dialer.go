@@ -1,0 +1,107 @@
+package harness
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dialEnv makes a test binary act as a tiny client process: tests start
+// their own binary inside an agent cgroup with this variable set, since a
+// goroutine cannot be moved into a cgroup on its own.
+const dialEnv = "INTERLOCK_TEST_DIAL"
+
+// DialResult is what the dialing child saw.
+type DialResult struct {
+	Remote string `json:"remote"` // getpeername() as the agent sees it
+	Local  string `json:"local"`
+	Reply  string `json:"reply"`
+	Err    string `json:"err"`
+	PID    int    `json:"pid"`
+}
+
+// MaybeDial is called first in TestMain; when the process was started by
+// Dial it dials, reports as JSON on stdout and exits.
+func MaybeDial() {
+	spec := os.Getenv(dialEnv)
+	if spec == "" {
+		return
+	}
+	var req struct{ Network, Addr string }
+	json.Unmarshal([]byte(spec), &req)
+	res := DialResult{PID: os.Getpid()}
+	var (
+		c   net.Conn
+		err error
+	)
+	if req.Network == "tcp6-mapped" {
+		c, err = dialMapped(req.Addr)
+	} else {
+		c, err = net.DialTimeout(req.Network, req.Addr, 3*time.Second)
+	}
+	if err != nil {
+		res.Err = err.Error()
+	} else {
+		res.Remote = c.RemoteAddr().String()
+		res.Local = c.LocalAddr().String()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		fmt.Fprintf(c, "ping\n")
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		res.Reply = string(buf[:n])
+		c.Close()
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	os.Exit(0)
+}
+
+// dialMapped connects an AF_INET6 socket to a v4-mapped address, which
+// Go's dialer refuses to do for "tcp6" but any C client happily does.
+func dialMapped(addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "mapped")
+	defer f.Close()
+	sa := &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom16(ap.Addr().As16()).As16()}
+	if err := syscall.Connect(fd, sa); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp6", Err: os.NewSyscallError("connect", err)}
+	}
+	return net.FileConn(f)
+}
+
+// Dial starts this test binary inside cgroupPath to dial addr and returns
+// what it saw.
+func Dial(t testing.TB, cgroupPath, network, addr string) DialResult {
+	t.Helper()
+	spec, _ := json.Marshal(struct{ Network, Addr string }{network, addr})
+	cmd := Command(t, cgroupPath, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), dialEnv+"="+string(spec))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("dial helper in %s: %v (%s)", cgroupPath, err, errOutput(err))
+	}
+	var res DialResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("dial helper output %q: %v", out, err)
+	}
+	return res
+}
+
+func errOutput(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
