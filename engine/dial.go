@@ -1,0 +1,42 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// newDialer returns a dialer whose sockets carry mark, set before connect()
+// so that the kernel's connect hook already sees it.
+func newDialer(mark uint32, timeout time.Duration) *net.Dialer {
+	return &net.Dialer{
+		Timeout: timeout,
+		Control: func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+			})
+			if err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("set SO_MARK on upstream socket: %w (needs CAP_NET_ADMIN)", serr)
+			}
+			return nil
+		},
+	}
+}
+
+// DialUpstream connects to the address the agent meant to reach, from the
+// engine (outside every agent cgroup, with the loop-guard mark).
+func (s *Session) DialUpstream(ctx context.Context) (net.Conn, error) {
+	c, err := s.dialer.DialContext(ctx, "tcp", s.Identity.OrigDst.String())
+	if err != nil {
+		return nil, fmt.Errorf("dial target %s at %s: %w", s.Identity.Target, s.Identity.OrigDst, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// Origin is what the kernel recorded about a redirected connection.
+type Origin struct {
+	Dst         netip.AddrPort // the address the agent connected to
+	AgentID     uint32
+	TargetID    uint32
+	PID         uint32
+	CgroupID    uint64
+	NetnsCookie uint64
+}
+
+// OriginLookup finds the Origin of an accepted connection by its peer
+// address (the agent socket's local ip:port).
+type OriginLookup interface {
+	Lookup(peer netip.AddrPort) (Origin, error)
+}
+
+// AgentInfo is an agent as the policy defines it.
+type AgentInfo struct {
+	Name  string
+	Roles []string
+}
+
+// TargetInfo is a protected target as the policy defines it.
+type TargetInfo struct {
+	Name     string
+	Protocol string
+}
+
+// Directory maps the kernel's ids to the current policy's names. It is
+// backed by the policy store and the label watcher, so it follows reloads.
+type Directory interface {
+	Agent(id uint32) (AgentInfo, bool)
+	Target(id uint32) (TargetInfo, bool)
+}
+
+// Identity is who is behind a session, as recorded in every log line and
+// audit event of it.
+type Identity struct {
+	Agent      string         `json:"agent"`
+	Roles      []string       `json:"roles"`
+	PID        uint32         `json:"pid"`
+	Exe        string         `json:"exe,omitempty"`
+	CgroupID   uint64         `json:"cgroup_id"`
+	CgroupPath string         `json:"cgroup_path,omitempty"`
+	Target     string         `json:"target"`
+	Protocol   string         `json:"protocol"`
+	OrigDst    netip.AddrPort `json:"orig_dst"`
+	Client     netip.AddrPort `json:"client"`
+}
+
+// identify builds the identity from the kernel record. The process may
+// already be gone (short-lived clients); pid and cgroup id stay, exe and
+// path are best effort.
+func identify(o Origin, client netip.AddrPort, dir Directory) (Identity, error) {
+	id := Identity{PID: o.PID, CgroupID: o.CgroupID, OrigDst: o.Dst, Client: client}
+	a, ok := dir.Agent(o.AgentID)
+	if !ok {
+		// A label naming no known agent: still an agent, with no roles, so
+		// everything it tries is refused.
+		a = AgentInfo{Name: fmt.Sprintf("unknown-agent-%d", o.AgentID)}
+	}
+	id.Agent, id.Roles = a.Name, a.Roles
+	t, ok := dir.Target(o.TargetID)
+	if !ok {
+		return id, fmt.Errorf("target id %d for %s is not in the current policy", o.TargetID, o.Dst)
+	}
+	id.Target, id.Protocol = t.Name, t.Protocol
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", o.PID)); err == nil {
+		id.Exe = exe
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", o.PID)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if p, ok := strings.CutPrefix(line, "0::"); ok {
+				id.CgroupPath = p
+			}
+		}
+	}
+	return id, nil
+}

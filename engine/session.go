@@ -1,0 +1,54 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// Handler serves the sessions of one protocol. It owns client for the
+// duration of Serve and returns when the session is over.
+type Handler interface {
+	Serve(ctx context.Context, s *Session, client net.Conn) error
+}
+
+// Session is one agent connection to one target.
+type Session struct {
+	ID       uint64
+	Identity Identity
+	Started  time.Time
+	Log      *slog.Logger
+
+	dialer  *net.Dialer
+	metrics *Metrics
+	in, out atomic.Int64
+}
+
+// AddBytes accounts relayed bytes; handlers call it as data flows.
+func (s *Session) AddBytes(direction string, n int64) {
+	if n <= 0 {
+		return
+	}
+	if direction == DirClientToTarget {
+		s.in.Add(n)
+	} else {
+		s.out.Add(n)
+	}
+	s.metrics.Bytes.WithLabelValues(direction).Add(float64(n))
+}
+
+// SessionInfo is a session as `interlock status` shows it.
+type SessionInfo struct {
+	ID            uint64    `json:"id"`
+	Identity      Identity  `json:"identity"`
+	Started       time.Time `json:"started"`
+	BytesToTarget int64     `json:"bytes_to_target"`
+	BytesToClient int64     `json:"bytes_to_client"`
+}
+
+// Info snapshots the session.
+func (s *Session) Info() SessionInfo {
+	return SessionInfo{ID: s.ID, Identity: s.Identity, Started: s.Started, BytesToTarget: s.in.Load(), BytesToClient: s.out.Load()}
+}
