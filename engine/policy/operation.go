@@ -468,3 +468,13 @@ func CategoryOf(name string) FunctionCategory {
 	}
 	return CategoryNone
 }
+
+// ParseKind returns the object kind with the given name ("table", "function", …).
+func ParseKind(name string) (ObjectKind, bool) {
+	for i := KindTable; int(i) < len(kindNames); i++ {
+		if kindNames[i] == name {
+			return i, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,327 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Verdict is the outcome of a decision.
+type Verdict uint8
+
+const (
+	// VerdictBlock is the zero value so that a forgotten or zero Decision
+	// fails closed.
+	VerdictBlock Verdict = iota
+	VerdictAllow
+	VerdictMask
+	VerdictApprove
+	verdictCount
+)
+
+var verdictNames = [...]string{
+	VerdictBlock:   "block",
+	VerdictAllow:   "allow",
+	VerdictMask:    "mask",
+	VerdictApprove: "approve",
+}
+
+func (v Verdict) String() string {
+	if v < verdictCount {
+		return verdictNames[v]
+	}
+	return "unknown"
+}
+
+// ParseVerdict returns the verdict with the given name.
+func ParseVerdict(name string) (Verdict, bool) {
+	for v := VerdictBlock; v < verdictCount; v++ {
+		if verdictNames[v] == name {
+			return v, true
+		}
+	}
+	return VerdictBlock, false
+}
+
+// rank orders verdicts by precedence: block > approve > mask > allow.
+func (v Verdict) rank() int {
+	switch v {
+	case VerdictAllow:
+		return 1
+	case VerdictMask:
+		return 2
+	case VerdictApprove:
+		return 3
+	}
+	return 4
+}
+
+// Decision is the answer to one operation.
+type Decision struct {
+	Verdict Verdict
+	// RuleID is the deciding rule: among the matching rules of the winning
+	// verdict, the first in the file; or RuleDefaultDeny, RuleUnclassified,
+	// RuleUnknownTarget.
+	RuleID string
+	// Message is the block rule's message, the classifier's reason for an
+	// unclassified operation, or empty. See Explain for a full sentence.
+	Message string
+	// Object is, for a block, the object that matched the block rule or
+	// that no rule covered; zero for operations without objects.
+	Object Object
+	// Approval is the deciding approve rule's settings (nil otherwise).
+	Approval *Approval
+
+	masks  maskBits
+	policy *Policy
+}
+
+// Mask returns the merged masking to apply to the results, or nil. It is set
+// for mask decisions and also for approve decisions whose operation matched
+// mask rules too: an approved statement's results are still masked.
+func (d *Decision) Mask() *MaskSpec {
+	if d.policy == nil || (d.Verdict != VerdictMask && d.Verdict != VerdictApprove) {
+		return nil
+	}
+	return d.policy.mergeMasks(d.masks)
+}
+
+// Reason renders the decision as one sentence for an error message sent to
+// the agent or an audit record.
+func (d *Decision) Reason() string {
+	var b strings.Builder
+	switch d.RuleID {
+	case RuleUnclassified:
+		b.WriteString("operation could not be classified")
+		if d.Message != "" {
+			b.WriteString(": ")
+			b.WriteString(d.Message)
+		}
+		return b.String()
+	case RuleUnknownTarget:
+		return "target is not defined in the policy"
+	case RuleDefaultDeny:
+		b.WriteString("no rule allows ")
+		writeObject(&b, &d.Object)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "%s by rule %s", d.Verdict, d.RuleID)
+	if d.Verdict == VerdictBlock && d.Object.Action != ActionUnknown {
+		b.WriteString(" (")
+		writeObject(&b, &d.Object)
+		b.WriteString(")")
+	}
+	if d.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(d.Message)
+	}
+	return b.String()
+}
+
+func writeObject(b *strings.Builder, o *Object) {
+	b.WriteString(o.Action.String())
+	if o.Kind != 0 {
+		b.WriteString(" on ")
+		b.WriteString(o.Kind.String())
+		b.WriteByte(' ')
+		b.WriteString(o.Name)
+	}
+}
+
+// Decide evaluates op against the policy. It never allocates and never
+// mutates op.
+//
+// The roles are op.Roles; when op.Roles is nil they are looked up from
+// op.Agent. Callers should fill Roles from the same *Policy they call Decide
+// on, so a reload cannot mix two policies.
+func (p *Policy) Decide(op *Operation) Decision {
+	if op.Unclassified {
+		return Decision{Verdict: VerdictBlock, RuleID: RuleUnclassified, Message: op.Reason}
+	}
+	tr := p.byTarget[op.Target]
+	if tr == nil {
+		return Decision{Verdict: VerdictBlock, RuleID: RuleUnknownTarget}
+	}
+	roles := op.Roles
+	if roles == nil {
+		roles = p.agentRoles[op.Agent]
+	}
+
+	var ev evaluation
+	for i := range op.Objects {
+		ev.object(tr, roles, &op.Objects[i], &op.Attrs, passObject)
+	}
+	// The statement pass. Statements without objects (BEGIN, CHECKPOINT)
+	// and statements whose objects are all implicitly covered (SELECT
+	// now()) are judged on the statement action alone, so an agent still
+	// needs a rule for what it does. Otherwise the statement action only
+	// meets block and approve rules without object selectors: "block
+	// copy_to_program" must hold even when the classifier gives the copied
+	// table the action select.
+	pass := passStatementRestrictive
+	if !ev.explicit && !ev.uncovered {
+		pass = passStatement
+	}
+	st := Object{Action: op.Action}
+	ev.object(tr, roles, &st, &op.Attrs, pass)
+	return ev.decision(p)
+}
+
+// evaluation accumulates the matches of one Decide call on the stack.
+type evaluation struct {
+	// best[v] is the first (lowest idx) rule of verdict v that matched any
+	// object.
+	best      [verdictCount]*rule
+	blockObj  Object // the object best[VerdictBlock] matched
+	uncovered bool
+	firstGap  Object // first object no allow/mask/approve rule covered
+	explicit  bool   // some object was covered by a rule (not implicitly)
+	masks     maskBits
+}
+
+// pass says what an evaluation of one (pseudo-)object contributes.
+type pass uint8
+
+const (
+	passObject               pass = iota // an object of the operation
+	passStatement                        // the statement action, which must be covered
+	passStatementRestrictive             // the statement action, block/approve rules only
+)
+
+// object evaluates every candidate rule for one object.
+func (ev *evaluation) object(tr *targetRules, roles []string, o *Object, attrs *Attributes, pass pass) {
+	covered := false
+	if o.Action < actionCount {
+		restrictive := pass == passStatementRestrictive
+		covered = ev.rules(tr.global.byAction[o.Action], o, attrs, restrictive)
+		for _, name := range roles {
+			if ix := tr.roles[name]; ix != nil {
+				covered = ev.rules(ix.byAction[o.Action], o, attrs, restrictive) || covered
+			}
+		}
+	}
+	if pass == passStatementRestrictive {
+		return
+	}
+	ev.explicit = ev.explicit || covered
+	if !covered && !implicitlyCovered(o) && !ev.uncovered {
+		ev.uncovered = true
+		ev.firstGap = *o
+	}
+}
+
+// rules matches one candidate list against the object and reports whether a
+// non-block rule covered it. restrictive limits it to block and approve
+// rules.
+func (ev *evaluation) rules(list []*rule, o *Object, attrs *Attributes, restrictive bool) bool {
+	covered := false
+	for _, r := range list {
+		if restrictive && r.decision != VerdictBlock && r.decision != VerdictApprove {
+			continue
+		}
+		if !r.matches(o, attrs) {
+			continue
+		}
+		if b := ev.best[r.decision]; b == nil || r.idx < b.idx {
+			ev.best[r.decision] = r
+			if r.decision == VerdictBlock {
+				ev.blockObj = *o
+			}
+		}
+		switch r.decision {
+		case VerdictBlock:
+		case VerdictMask:
+			ev.masks.set(r.maskBit)
+			covered = true
+		default:
+			covered = true
+		}
+	}
+	return covered
+}
+
+func (ev *evaluation) decision(p *Policy) Decision {
+	if r := ev.best[VerdictBlock]; r != nil {
+		return Decision{Verdict: VerdictBlock, RuleID: r.id, Message: r.message, Object: ev.blockObj}
+	}
+	if ev.uncovered {
+		return Decision{Verdict: VerdictBlock, RuleID: RuleDefaultDeny, Object: ev.firstGap}
+	}
+	if r := ev.best[VerdictApprove]; r != nil {
+		return Decision{Verdict: VerdictApprove, RuleID: r.id, Approval: r.approval, masks: ev.masks, policy: p}
+	}
+	if r := ev.best[VerdictMask]; r != nil {
+		return Decision{Verdict: VerdictMask, RuleID: r.id, masks: ev.masks, policy: p}
+	}
+	if r := ev.best[VerdictAllow]; r != nil {
+		return Decision{Verdict: VerdictAllow, RuleID: r.id}
+	}
+	// Unreachable in practice: the statement-action pass either matched a
+	// rule or marked the operation uncovered. Fail closed regardless.
+	return Decision{Verdict: VerdictBlock, RuleID: RuleDefaultDeny}
+}
+
+// implicitlyCovered reports whether o needs no rule: calling an ordinary
+// built-in function (pg_catalog, no dangerous category) such as lower().
+func implicitlyCovered(o *Object) bool {
+	return o.Kind == KindFunction && o.Category == CategoryNone &&
+		o.Action == ActionExecute && strings.HasPrefix(o.Name, "pg_catalog.")
+}
+
+// matches reports whether r matches one object of an operation.
+func (r *rule) matches(o *Object, attrs *Attributes) bool {
+	if !r.actions.Has(o.Action) && !r.matchesCall(o) {
+		return false
+	}
+	if !r.when.ok(attrs, r.decision) {
+		return false
+	}
+	if !r.hasSelector {
+		return true
+	}
+	switch o.Kind {
+	case KindTable:
+		return r.tables.match(o.Name) || (len(r.schemas) > 0 && r.schemas.match(schemaOf(o.Name)))
+	case KindSchema:
+		return r.schemas.match(o.Name)
+	case KindFunction:
+		return r.functions.match(o.Name) || (o.Category != CategoryNone && r.categories.has(o.Category))
+	case KindPath:
+		return r.paths.match(o.Name)
+	case KindSetting:
+		return r.settings.match(o.Name)
+	case KindDatabase:
+		return r.databases.match(o.Name)
+	}
+	return false
+}
+
+// matchesCall: a call of a categorised function matches a rule naming its
+// category, whatever the rule's action list says.
+func (r *rule) matchesCall(o *Object) bool {
+	return o.Kind == KindFunction && o.Category != CategoryNone && r.callCats.has(o.Category) &&
+		(o.Action == ActionExecute || o.Action == ActionCall)
+}
+
+// ok evaluates the when conditions. An unknown row estimate (negative)
+// satisfies row_estimate_over only for block and approve rules: when in
+// doubt, the restrictive rule applies and the permissive one does not.
+func (c *conditions) ok(a *Attributes, decision Verdict) bool {
+	if !c.hasWhere.ok(a.HasWhere) || !c.inTransaction.ok(a.InTransaction) {
+		return false
+	}
+	if c.rowsOver >= 0 {
+		if a.RowEstimate < 0 {
+			return decision == VerdictBlock || decision == VerdictApprove
+		}
+		return a.RowEstimate > c.rowsOver
+	}
+	return true
+}
+
+// schemaOf returns the schema part of a qualified name ("" if unqualified).
+func schemaOf(name string) string {
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		return name[:i]
+	}
+	return ""
+}

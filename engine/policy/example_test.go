@@ -1,0 +1,32 @@
+package policy
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// TestExamplePolicy keeps deploy/examples/policy.yaml valid, lint-clean and
+// in agreement with its cases file.
+func TestExamplePolicy(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "examples")
+	p, err := Load(filepath.Join(dir, "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range p.Lint() {
+		t.Errorf("lint: %s", w)
+	}
+	cases, err := LoadCases(filepath.Join(dir, "policy-cases.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 20 {
+		t.Errorf("example has %d cases, want at least 20", len(cases))
+	}
+	for i := range cases {
+		res := p.RunCase(&cases[i], nil)
+		if !res.Pass {
+			t.Errorf("%s:%d: %s: %s", "policy-cases.yaml", cases[i].Line, cases[i].Name, res.Problem)
+		}
+	}
+}
