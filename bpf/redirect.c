@@ -197,8 +197,9 @@ static __always_inline int egress_allowed(struct agent_info *a, struct addr_key 
 
 // decide is shared by the connect and sendmsg hooks. It returns the target
 // id (> 0) when the connection must be redirected, 0 when it may proceed
-// untouched, and -1 when it must fail with EPERM.
-static __always_inline int decide(struct bpf_sock_addr *ctx, struct addr_key *dst,
+// untouched, and -1 when it must fail with EPERM. 64-bit, so that every
+// 32-bit target id stays positive.
+static __always_inline __s64 decide(struct bpf_sock_addr *ctx, struct addr_key *dst,
 				  struct agent_info **agent)
 {
 	struct bpf_sock *sk = ctx->sk;
@@ -279,12 +280,12 @@ int interlock_connect4(struct bpf_sock_addr *ctx)
 	struct addr_key dst = {};
 	struct agent_info *a = NULL;
 	key4(ctx, &dst);
-	int v = decide(ctx, &dst, &a);
+	__s64 v = decide(ctx, &dst, &a);
 	if (v < 0)
 		return SYS_REJECT;
 	if (v == 0 || !a)
 		return SYS_PROCEED;
-	remember(ctx, &dst, a, v, AF_INET);
+	remember(ctx, &dst, a, (__u32)v, AF_INET);
 	ctx->user_ip4 = bpf_htonl(0x7f000001);
 	ctx->user_port = bpf_htons(engine_port4);
 	count(V_REDIRECTED);
@@ -297,12 +298,12 @@ int interlock_connect6(struct bpf_sock_addr *ctx)
 	struct addr_key dst = {};
 	struct agent_info *a = NULL;
 	key6(ctx, &dst);
-	int v = decide(ctx, &dst, &a);
+	__s64 v = decide(ctx, &dst, &a);
 	if (v < 0)
 		return SYS_REJECT;
 	if (v == 0 || !a)
 		return SYS_PROCEED;
-	remember(ctx, &dst, a, v, AF_INET6);
+	remember(ctx, &dst, a, (__u32)v, AF_INET6);
 	int mapped = dst.ip6[0] == 0 && dst.ip6[1] == 0 && dst.ip6[2] == bpf_htonl(0x0000ffff);
 	ctx->user_ip6[0] = 0;
 	ctx->user_ip6[1] = 0;

@@ -18,6 +18,13 @@ func PinDir(t testing.TB) string {
 		t.Fatalf("mount private bpffs at %s: %v", mnt, err)
 	}
 	t.Cleanup(func() {
+		// Remove the pins first: a pinned link holds its program attached
+		// for as long as the bpffs lives, and a lazily unmounted bpffs can
+		// live on.
+		entries, _ := os.ReadDir(mnt)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(mnt, e.Name()))
+		}
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 			t.Errorf("unmount test bpffs: %v", err)
 		}

@@ -1,0 +1,389 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/interlockhq/interlock/test/harness"
+)
+
+func TestMain(m *testing.M) {
+	harness.MaybeDial()
+	os.Exit(m.Run())
+}
+
+// peerEcho is a target that tells each client the address it saw. An agent
+// whose own local address comes back reached it directly; through the
+// engine, the peer is the engine's socket.
+func peerEcho(t *testing.T, network, addr string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n')
+				fmt.Fprintf(c, "peer=%s\n", c.RemoteAddr())
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// direct reports whether the dial reached the echo target without the
+// engine in between.
+func direct(res harness.DialResult) bool {
+	return res.Err == "" && strings.TrimSpace(res.Reply) == "peer="+res.Local
+}
+
+func relayed(res harness.DialResult) bool {
+	return res.Err == "" && strings.HasPrefix(res.Reply, "peer=") && !direct(res)
+}
+
+type env struct {
+	cg     *harness.Cgroups
+	pg     *harness.Postgres
+	d      *harness.Daemon
+	echo   netip.AddrPort
+	echo6  netip.AddrPort
+	other  netip.AddrPort
+	policy string
+}
+
+func policyFor(pgPort int, echo, echo6 netip.AddrPort) string {
+	return fmt.Sprintf(`version: 1
+targets:
+  - name: orders-db
+    protocol: tcp
+    address: localhost:%d
+  - name: orders-db-v6
+    protocol: tcp
+    address: "[::1]:%d"
+  - name: echo
+    protocol: tcp
+    address: "%s"
+  - name: echo6
+    protocol: tcp
+    address: "%s"
+agents:
+  - name: analyst
+    roles: [analyst]
+    egress: deny
+  - name: writer
+    roles: [writer]
+    egress: allow
+roles:
+  - name: analyst
+    rules:
+      - {actions: [read], decision: allow}
+  - name: writer
+    rules:
+      - {actions: [read, write], decision: allow}
+`, pgPort, pgPort, echo, echo6)
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	harness.RequirePrivileged(t)
+	_, err := exec.LookPath("psql")
+	harness.Require(t, err == nil, "needs psql (apt-get install postgresql-client)")
+	e := &env{cg: harness.NewCgroups(t), pg: harness.StartPostgres(t)}
+	e.echo = peerEcho(t, "tcp4", "127.0.0.1:0")
+	e.echo6 = peerEcho(t, "tcp6", "[::1]:0")
+	e.other = peerEcho(t, "tcp4", "127.0.0.1:0")
+	e.policy = policyFor(e.pg.Port, e.echo, e.echo6)
+	e.d = harness.NewDaemon(t, e.cg.Root, harness.PinDir(t), e.policy)
+	e.d.Start()
+	return e
+}
+
+// agentCgroup creates a cgroup, labels it with the CLI and waits until the
+// daemon has told the kernel.
+func (e *env) agentCgroup(t *testing.T, rel, agent string) string {
+	t.Helper()
+	p := e.cg.Mkdir(t, rel)
+	if out, err := e.d.CLI("label", p, agent); err != nil {
+		t.Fatalf("interlock label: %v\n%s", err, out)
+	}
+	e.waitLabel(t, e.cg.Rel(rel), true)
+	return p
+}
+
+func (e *env) waitLabel(t *testing.T, rel string, present bool) {
+	t.Helper()
+	start := time.Now()
+	ok := harness.WaitFor(3*time.Second, func() bool {
+		labels, _ := e.d.Status()["labelled_cgroups"].([]any)
+		found := false
+		for _, l := range labels {
+			if l.(map[string]any)["path"] == rel {
+				found = true
+			}
+		}
+		return found == present
+	})
+	if !ok {
+		t.Fatalf("label of %s present=%v not seen by the daemon: %v", rel, !present, e.d.Status()["labelled_cgroups"])
+	}
+	t.Logf("label change of %s applied after %v", rel, time.Since(start).Round(time.Millisecond))
+}
+
+func (e *env) psql(t *testing.T, cgroupPath, host, sql string) (string, error) {
+	t.Helper()
+	dsn := fmt.Sprintf("host=%s port=%d user=postgres password=%s dbname=postgres sslmode=disable connect_timeout=5", host, e.pg.Port, e.pg.Password)
+	cmd := harness.Command(t, cgroupPath, "psql", "-X", "-At", "-d", dsn, "-c", sql)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func TestAgentIsRedirectedAndIdentified(t *testing.T) {
+	e := setup(t)
+	agent := e.agentCgroup(t, "agents/analyst", "analyst")
+	plain := e.cg.Mkdir(t, "plain")
+
+	// A long statement so that the session is still open while we look.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var out string
+	var perr error
+	go func() {
+		defer wg.Done()
+		out, perr = e.psql(t, agent, "127.0.0.1", "select pg_sleep(1.5), 'through'")
+	}()
+	var sess map[string]any
+	harness.WaitFor(5*time.Second, func() bool {
+		if s, ok := e.d.Status()["sessions"].([]any); ok && len(s) > 0 {
+			sess = s[0].(map[string]any)
+			return true
+		}
+		return false
+	})
+	wg.Wait()
+	if perr != nil || !strings.Contains(out, "through") {
+		t.Fatalf("psql as agent: %v\n%s", perr, out)
+	}
+	if sess == nil {
+		t.Fatal("the daemon never showed the agent's session")
+	}
+	id := sess["identity"].(map[string]any)
+	if id["agent"] != "analyst" || id["target"] != "orders-db" || id["orig_dst"] != e.pg.Addr() {
+		t.Errorf("session identity = %v", id)
+	}
+	if !strings.HasSuffix(fmt.Sprint(id["exe"]), "/psql") {
+		t.Errorf("exe = %v, want psql", id["exe"])
+	}
+	if id["pid"].(float64) <= 0 || !strings.HasSuffix(fmt.Sprint(id["cgroup_path"]), "/agents/analyst") {
+		t.Errorf("pid/cgroup = %v/%v", id["pid"], id["cgroup_path"])
+	}
+	if got := e.d.Metric("interlock_connections_total", `agent="analyst"`, `target="orders-db"`, `verdict="accepted"`); got != 1 {
+		t.Errorf("connections_total for analyst = %v, want 1", got)
+	}
+
+	t.Run("non-agent is not redirected", func(t *testing.T) {
+		before := e.d.Metric("interlock_kernel_verdicts_total", `verdict="redirected"`)
+		if out, err := e.psql(t, plain, "127.0.0.1", "select 1"); err != nil || out != "1" {
+			t.Fatalf("psql from a plain cgroup: %v %s", err, out)
+		}
+		if res := harness.Dial(t, plain, "tcp4", e.echo.String()); !direct(res) {
+			t.Errorf("plain process to echo target: %+v, want direct", res)
+		}
+		if after := e.d.Metric("interlock_kernel_verdicts_total", `verdict="redirected"`); after != before {
+			t.Errorf("redirected counter moved %v → %v for a non-agent", before, after)
+		}
+	})
+
+	t.Run("ipv6 and v4-mapped", func(t *testing.T) {
+		for _, host := range []string{"::1", "::ffff:127.0.0.1"} {
+			if out, err := e.psql(t, agent, host, "select 'v6 ok'"); err != nil || out != "v6 ok" {
+				t.Errorf("psql to %s as agent: %v %s", host, err, out)
+			}
+		}
+		if res := harness.Dial(t, agent, "tcp6", e.echo6.String()); !relayed(res) {
+			t.Errorf("agent to [::1] echo: %+v, want relayed", res)
+		}
+		mapped := netip.AddrPortFrom(netip.AddrFrom16(e.echo.Addr().As16()), e.echo.Port())
+		// Go reports the v4-mapped peer unmapped; the kernel returned the
+		// original destination either way.
+		if res := harness.Dial(t, agent, "tcp6-mapped", mapped.String()); !relayed(res) || res.Remote != e.echo.String() {
+			t.Errorf("agent to v4-mapped echo: %+v, want relayed and getpeername %s", res, mapped)
+		}
+	})
+
+	t.Run("children and nested cgroups inherit", func(t *testing.T) {
+		before := e.d.Metric("interlock_connections_total", `agent="analyst"`, `target="echo"`)
+		// A grandchild process: bash → the dial helper.
+		cmd := harness.Command(t, agent, "bash", "-c", `exec "$0" -test.run='^$'`, os.Args[0])
+		cmd.Env = append(os.Environ(), `INTERLOCK_TEST_DIAL={"Network":"tcp4","Addr":"`+e.echo.String()+`"}`)
+		b, err := cmd.Output()
+		if err != nil || !strings.Contains(string(b), "peer=127.0.0.1") {
+			t.Fatalf("child process dial: %v %s", err, b)
+		}
+		nested := e.cg.Mkdir(t, "agents/analyst/tools/deeper")
+		if res := harness.Dial(t, nested, "tcp4", e.echo.String()); !relayed(res) {
+			t.Errorf("nested cgroup dial: %+v, want relayed", res)
+		}
+		if after := e.d.Metric("interlock_connections_total", `agent="analyst"`, `target="echo"`); after != before+2 {
+			t.Errorf("echo connections for analyst %v → %v, want +2", before, after)
+		}
+	})
+
+	t.Run("egress", func(t *testing.T) {
+		res := harness.Dial(t, agent, "tcp4", e.other.String())
+		if !strings.Contains(res.Err, "operation not permitted") {
+			t.Errorf("analyst (egress deny) to a non-target: %+v, want EPERM", res)
+		}
+		writer := e.agentCgroup(t, "agents/writer", "writer")
+		if res := harness.Dial(t, writer, "tcp4", e.other.String()); !direct(res) {
+			t.Errorf("writer (egress allow) to a non-target: %+v, want direct", res)
+		}
+		if res := harness.Dial(t, writer, "tcp4", e.echo.String()); !relayed(res) {
+			t.Errorf("writer to a target: %+v, want relayed", res)
+		}
+		for _, cg := range []string{agent, writer} {
+			if res := harness.Dial(t, cg, "tcp4", e.d.Metrics); !strings.Contains(res.Err, "operation not permitted") {
+				t.Errorf("agent to the metrics port: %+v, want EPERM", res)
+			}
+		}
+	})
+}
+
+func TestLabelsAtRunTime(t *testing.T) {
+	e := setup(t)
+	cg := e.cg.Mkdir(t, "late")
+	if res := harness.Dial(t, cg, "tcp4", e.echo.String()); !direct(res) {
+		t.Fatalf("before labelling: %+v", res)
+	}
+	e.agentCgroup(t, "late", "analyst")
+	if res := harness.Dial(t, cg, "tcp4", e.echo.String()); !relayed(res) {
+		t.Fatalf("after labelling: %+v", res)
+	}
+	if out, err := e.d.CLI("unlabel", cg); err != nil {
+		t.Fatalf("unlabel: %v %s", err, out)
+	}
+	e.waitLabel(t, e.cg.Rel("late"), false)
+	if res := harness.Dial(t, cg, "tcp4", e.echo.String()); !direct(res) {
+		t.Fatalf("after unlabelling: %+v", res)
+	}
+}
+
+func TestExec(t *testing.T) {
+	e := setup(t)
+	parent := e.cg.Rel("exec")
+	out, err := exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", parent, "--",
+		"psql", "-X", "-At", "-d", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=postgres", e.pg.Port, e.pg.Password),
+		"-c", "select 'exec ok'").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "exec ok") {
+		t.Fatalf("interlock exec psql: %v\n%s", err, out)
+	}
+	if got := e.d.Metric("interlock_connections_total", `agent="analyst"`, `target="orders-db"`, `verdict="accepted"`); got != 1 {
+		t.Errorf("exec'd psql was not intercepted: connections_total = %v", got)
+	}
+	entries, _ := os.ReadDir(e.cg.Path("exec"))
+	for _, en := range entries {
+		if en.IsDir() {
+			t.Errorf("exec left its cgroup behind: %s", en.Name())
+		}
+	}
+	// The exit status is the command's.
+	err = exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", parent, "--", "sh", "-c", "exit 7").Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Errorf("exec exit status: %v, want 7", err)
+	}
+}
+
+// TestFailClosed kills the engine under a stream of agent connections and
+// restarts it: no connection may ever reach the target directly.
+func TestFailClosed(t *testing.T) {
+	e := setup(t)
+	agent := e.agentCgroup(t, "agents/a", "analyst")
+
+	var (
+		stop                        atomic.Bool
+		directN, relayedN, refusedN atomic.Int64
+		wg                          sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			res := harness.Dial(t, agent, "tcp4", e.echo.String())
+			switch {
+			case direct(res):
+				directN.Add(1)
+			case relayed(res):
+				relayedN.Add(1)
+			default:
+				refusedN.Add(1)
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	e.d.Kill()
+	time.Sleep(500 * time.Millisecond)
+	if res := harness.Dial(t, agent, "tcp4", e.echo.String()); !strings.Contains(res.Err, "connection refused") {
+		t.Errorf("engine down: %+v, want connection refused", res)
+	}
+	if out, _ := e.d.CLI("status"); !strings.Contains(out, "not running") || !strings.Contains(out, "refused until the daemon runs again") {
+		t.Errorf("status with the engine down:\n%s", out)
+	}
+	e.d.Start()
+	time.Sleep(500 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("during kill/restart: relayed=%d refused=%d direct=%d", relayedN.Load(), refusedN.Load(), directN.Load())
+	if directN.Load() != 0 {
+		t.Fatalf("%d agent connections reached the target directly while the engine was down", directN.Load())
+	}
+	if refusedN.Load() == 0 || relayedN.Load() == 0 {
+		t.Errorf("expected both refused and relayed connections")
+	}
+	if res := harness.Dial(t, agent, "tcp4", e.echo.String()); !relayed(res) {
+		t.Fatalf("after restart: %+v, want relayed", res)
+	}
+}
+
+func TestUninstall(t *testing.T) {
+	e := setup(t)
+	agent := e.agentCgroup(t, "agents/a", "analyst")
+	if out, err := e.d.CLI("uninstall"); err == nil {
+		t.Fatalf("uninstall with the daemon running must refuse:\n%s", out)
+	}
+	e.d.Stop()
+	if out, err := e.d.CLI("uninstall"); err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, out)
+	}
+	if harness.Exists(e.d.PinDir) {
+		t.Error("pins remain after uninstall")
+	}
+	out, _ := e.d.CLI("status")
+	if !strings.Contains(out, "no programs attached") {
+		t.Errorf("status after uninstall:\n%s", out)
+	}
+	ok := harness.WaitFor(3*time.Second, func() bool {
+		return direct(harness.Dial(t, agent, "tcp4", e.echo.String()))
+	})
+	if !ok {
+		t.Error("programs still attached after uninstall")
+	}
+	// Nothing of ours is left attached to the cgroup.
+	if b, err := exec.Command("bpftool", "cgroup", "show", e.cg.Root).CombinedOutput(); err == nil && strings.Contains(string(b), "interlock") {
+		t.Errorf("bpftool still shows programs:\n%s", b)
+	}
+}
