@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# make demo: Interlock's main job end to end on this machine, as root.
+#
+#  1. starts a throwaway PostgreSQL on 127.0.0.1:55432,
+#  2. starts `interlock run` attached to a demo cgroup subtree (not the whole
+#     host) with a private bpffs pin directory,
+#  3. runs a scripted "agent" under `interlock exec`: it connects with psql to
+#     the database address as if nothing were in between,
+#  4. shows what the engine saw (agent, pid, executable, original destination),
+#  5. shows that the same agent is refused a destination that is not a target,
+#  6. cleans everything up.
+set -euo pipefail
+BIN=$(realpath "${1:-bin/interlock}")
+cd "$(dirname "$0")/../.."
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "make demo needs root (BPF programs, cgroups)" >&2
+	exit 1
+fi
+bash test/scripts/deps.sh
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+PGBIN=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+CG2=$(awk '$3=="cgroup2"{print $2; exit}' /proc/self/mounts)
+WORK=$(mktemp -d /tmp/interlock-demo.XXXXXX)
+DEMO_CG="$CG2/interlock-demo"
+BPFFS="$WORK/bpffs"
+PGPORT=55432
+METRICS=127.0.0.1:59464
+chown postgres "$WORK"
+INTERLOCK_PID=
+
+cleanup() {
+	set +e
+	say "cleaning up"
+	[ -n "$INTERLOCK_PID" ] && kill "$INTERLOCK_PID" 2>/dev/null && wait "$INTERLOCK_PID" 2>/dev/null
+	"$BIN" --config "$WORK/interlock.yaml" uninstall 2>/dev/null
+	umount "$BPFFS" 2>/dev/null
+	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1
+	[ -d "$DEMO_CG" ] && find "$DEMO_CG" -depth -type d -exec rmdir {} + 2>/dev/null
+	rm -rf "$WORK"
+	echo "done"
+}
+trap cleanup EXIT
+
+say "starting a throwaway PostgreSQL on 127.0.0.1:$PGPORT"
+echo "demo-secret" >"$WORK/pw" && chown postgres "$WORK/pw"
+runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -U postgres --pwfile "$WORK/pw" \
+	--auth-host=scram-sha-256 --auth-local=trust --no-sync >/dev/null
+cat >>"$WORK/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$WORK'
+CONF
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
+echo "PostgreSQL is up"
+
+mkdir -p "$BPFFS" "$DEMO_CG"
+mount -t bpf bpf "$BPFFS"
+cat >"$WORK/policy.yaml" <<POLICY
+version: 1
+targets:
+  - name: orders-db
+    protocol: tcp            # opaque relay for now; 'postgres' adds per-statement policy
+    address: 127.0.0.1:$PGPORT
+agents:
+  - name: demo-agent
+    roles: [analyst]
+    egress: deny             # reach the targets, nothing else
+roles:
+  - name: analyst
+    rules:
+      - {actions: [read], decision: allow}
+POLICY
+cat >"$WORK/interlock.yaml" <<CONFIG
+policy: policy.yaml
+state_dir: $WORK/state
+redirect:
+  cgroup: /interlock-demo     # the demo intercepts only below this cgroup
+  pin_dir: $BPFFS/interlock
+metrics:
+  listen: $METRICS
+api:
+  socket: $WORK/interlock.sock
+CONFIG
+
+say "starting interlock (policy: one target, one agent with egress deny)"
+"$BIN" --config "$WORK/interlock.yaml" run >"$WORK/interlock.log" 2>&1 &
+INTERLOCK_PID=$!
+for _ in $(seq 50); do
+	"$BIN" --config "$WORK/interlock.yaml" status >/dev/null 2>&1 && grep -q "interlock running" "$WORK/interlock.log" && break
+	sleep 0.1
+done
+"$BIN" --config "$WORK/interlock.yaml" status
+
+say "the agent connects to 127.0.0.1:$PGPORT with psql, unaware of Interlock"
+cat >"$WORK/agent.sh" <<AGENT
+#!/bin/bash
+echo "agent: pid \$\$, cgroup \$(cut -d: -f3 /proc/self/cgroup | tail -1)"
+PGPASSWORD=demo-secret psql -X -h 127.0.0.1 -p $PGPORT -U postgres -d postgres \\
+  -c "select 'hello from the agent' as greeting, inet_server_port() as server_port"
+for dst in 127.0.0.1/6379 ${METRICS%:*}/${METRICS#*:}; do
+	echo -n "agent: connecting to \${dst/\//:} (not a target): "
+	if (exec 3<>/dev/tcp/\$dst) 2>"$WORK/denied.txt"; then
+		echo "connected (unexpected)"
+	else
+		sed 's/.*: //' "$WORK/denied.txt" | head -1
+	fi
+done
+AGENT
+chmod +x "$WORK/agent.sh"
+"$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --parent /interlock-demo/agents -- "$WORK/agent.sh"
+
+say "what the engine saw"
+grep -E 'session (start|end)' "$WORK/interlock.log" | sed 's/^time=[^ ]* //'
+
+say "metrics"
+curl -s "http://$METRICS/metrics" | grep -E '^interlock_(connections_total|kernel_verdicts_total\{verdict="(redirected|egress_denied|engine_port_denied)"\}|bytes_total)'
