@@ -264,6 +264,51 @@ func TestAgentIsRedirectedAndIdentified(t *testing.T) {
 	})
 }
 
+// TestEscapes tries the ways an agent might slip past the connect hooks.
+func TestEscapes(t *testing.T) {
+	e := setup(t)
+	agent := e.agentCgroup(t, "agents/analyst", "analyst")
+
+	// TCP Fast Open: sendto(MSG_FASTOPEN) connects without connect().
+	if res := harness.Dial(t, agent, "tcp4-fastopen", e.echo.String()); direct(res) {
+		t.Errorf("fast open to a target reached it directly: %+v", res)
+	} else if !relayed(res) {
+		t.Logf("fast open to a target was refused (acceptable, fail closed): %+v", res)
+	}
+	if res := harness.Dial(t, agent, "tcp4-fastopen", e.other.String()); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("fast open to a non-target: %+v, want EPERM", res)
+	}
+	// Datagrams, with and without connect().
+	for _, addr := range []string{e.other.String(), e.echo.String(), "127.0.0.1:53"} {
+		if res := harness.Dial(t, agent, "udp4-sendto", addr); !strings.Contains(res.Err, "operation not permitted") {
+			t.Errorf("udp sendto %s: %+v, want EPERM", addr, res)
+		}
+		if res := harness.Dial(t, agent, "udp4", addr); !strings.Contains(res.Err, "operation not permitted") {
+			t.Errorf("udp connect %s: %+v, want EPERM", addr, res)
+		}
+	}
+	// Another loopback address of the same host is another destination.
+	alias := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), e.echo.Port())
+	if res := harness.Dial(t, agent, "tcp4", alias.String()); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("agent to %s: %+v, want EPERM", alias, res)
+	}
+	// The engine's listener itself, dialled directly, is not a target.
+	st := e.d.Status()
+	eng := st["engine"].([]any)[0].(string)
+	if res := harness.Dial(t, agent, "tcp4", eng); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("agent to the engine listener %s: %+v, want EPERM", eng, res)
+	}
+	// A non-agent dialling the engine port directly has no kernel record:
+	// refused, and counted.
+	plain := e.cg.Mkdir(t, "plain")
+	if res := harness.Dial(t, plain, "tcp4", eng); res.Reply != "" {
+		t.Errorf("non-agent to the engine port got a reply: %+v", res)
+	}
+	if got := e.d.Metric("interlock_redirect_lookup_failures_total"); got != 1 {
+		t.Errorf("lookup failures = %v, want 1", got)
+	}
+}
+
 func TestLabelsAtRunTime(t *testing.T) {
 	e := setup(t)
 	cg := e.cg.Mkdir(t, "late")

@@ -40,9 +40,16 @@ func MaybeDial() {
 		c   net.Conn
 		err error
 	)
-	if req.Network == "tcp6-mapped" {
+	switch req.Network {
+	case "tcp6-mapped":
 		c, err = dialMapped(req.Addr)
-	} else {
+	case "tcp4-fastopen":
+		c, err = dialFastOpen(req.Addr)
+	case "udp4-sendto":
+		res.Err = sendtoUDP(req.Addr)
+		json.NewEncoder(os.Stdout).Encode(res)
+		os.Exit(0)
+	default:
 		c, err = net.DialTimeout(req.Network, req.Addr, 3*time.Second)
 	}
 	if err != nil {
@@ -79,6 +86,44 @@ func dialMapped(addr string) (net.Conn, error) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp6", Err: os.NewSyscallError("connect", err)}
 	}
 	return net.FileConn(f)
+}
+
+// dialFastOpen opens a TCP connection with sendto(MSG_FASTOPEN) and no
+// connect(): an agent trying to slip past the connect hooks. The first
+// "ping\n" rides on the SYN.
+func dialFastOpen(addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "fastopen")
+	defer f.Close()
+	sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	if err := syscall.Sendto(fd, []byte("ping\n"), 0x20000000 /* MSG_FASTOPEN */, sa); err != nil {
+		return nil, &net.OpError{Op: "sendto", Net: "tcp4", Err: os.NewSyscallError("sendto", err)}
+	}
+	return net.FileConn(f)
+}
+
+// sendtoUDP sends one datagram without connect() and returns the error.
+func sendtoUDP(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return err.Error()
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err.Error()
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Sendto(fd, []byte("x"), 0, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		return "sendto: " + err.Error()
+	}
+	return ""
 }
 
 // Dial starts this test binary inside cgroupPath to dial addr and returns
