@@ -1,0 +1,254 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/interlockhq/interlock/engine/policy"
+)
+
+// Classifier turns SQL text into policy operations with the real PostgreSQL
+// parser (libpg_query). It is safe for concurrent use; results are cached by
+// exact statement text in a bounded LRU.
+type Classifier struct {
+	cache *lru // nil when caching is disabled
+}
+
+// NewClassifier returns a classifier caching up to cacheSize query strings.
+// cacheSize <= 0 disables the cache.
+func NewClassifier(cacheSize int) *Classifier {
+	c := &Classifier{}
+	if cacheSize > 0 {
+		c.cache = newLRU(cacheSize)
+	}
+	return c
+}
+
+// Classification is the result for one query string. It is shared through
+// the cache and must not be modified: callers copy a Statement's Op (a plain
+// struct copy; Objects is capped so that append reallocates) before filling
+// Agent, Target, Roles or Attrs.InTransaction.
+type Classification struct {
+	Statements []Statement // one per statement; none for an empty query
+}
+
+// Statement is the classification of one statement of a query string.
+type Statement struct {
+	// Op carries Action, Objects, Attrs.HasWhere (Attrs.RowEstimate is -1),
+	// and Unclassified/Reason. A statement that cannot be understood is
+	// Unclassified and must be blocked.
+	Op policy.Operation
+
+	// Text is this statement's text, for the audit record.
+	Text string
+
+	// Tag is the command, as in the server's command tag ("SELECT",
+	// "DELETE", "CREATE TABLE", …). Empty for unclassified statements.
+	Tag string
+
+	// Prepare is set by PREPARE name AS …: the name, with Op the
+	// classification of the inner statement, which the session keeps for
+	// EXECUTE.
+	Prepare string
+
+	// Execute is set by EXECUTE name (and by EXPLAIN [ANALYZE] EXECUTE
+	// name): Op.Action is ActionUnknown and Op.Unclassified is false, and
+	// Op.Objects holds only what the EXECUTE itself evaluates (functions in
+	// its parameters). The session resolves it with ResolveExecute against
+	// the classification it kept for that name at PREPARE time, and blocks
+	// an EXECUTE of a name it does not know. Plain EXPLAIN EXECUTE is thereby
+	// treated as if it ran the statement: stricter than needed, never looser.
+	Execute string
+
+	// Deallocate is set by DEALLOCATE name ("*" for DEALLOCATE ALL, and for
+	// DISCARD ALL, which also drops every prepared statement).
+	Deallocate string
+
+	// TxControl describes a transaction-control statement. The session
+	// should still follow ReadyForQuery's status byte, which is the
+	// server's word on the transaction state; TxControl lets it anticipate.
+	TxControl TxControl
+
+	// RowLocks is set when the statement takes row locks (SELECT … FOR
+	// UPDATE/NO KEY UPDATE/SHARE/KEY SHARE, in any subquery). The action
+	// stays select; rules that care can test this.
+	RowLocks bool
+}
+
+// TxKind is the kind of a transaction-control statement.
+type TxKind uint8
+
+const (
+	TxNone             TxKind = iota
+	TxBegin                   // BEGIN, START TRANSACTION
+	TxCommit                  // COMMIT, END
+	TxRollback                // ROLLBACK, ABORT
+	TxSavepoint               // SAVEPOINT name
+	TxRelease                 // RELEASE [SAVEPOINT] name
+	TxRollbackTo              // ROLLBACK TO [SAVEPOINT] name
+	TxPrepare                 // PREPARE TRANSACTION 'gid': the session leaves the transaction
+	TxCommitPrepared          // COMMIT PREPARED 'gid' (not allowed inside a transaction)
+	TxRollbackPrepared        // ROLLBACK PREPARED 'gid'
+)
+
+var txKindNames = [...]string{
+	TxNone:             "none",
+	TxBegin:            "begin",
+	TxCommit:           "commit",
+	TxRollback:         "rollback",
+	TxSavepoint:        "savepoint",
+	TxRelease:          "release",
+	TxRollbackTo:       "rollback_to",
+	TxPrepare:          "prepare",
+	TxCommitPrepared:   "commit_prepared",
+	TxRollbackPrepared: "rollback_prepared",
+}
+
+func (k TxKind) String() string {
+	if int(k) < len(txKindNames) {
+		return txKindNames[k]
+	}
+	return "unknown"
+}
+
+// TxControl is what a transaction-control statement does.
+type TxControl struct {
+	Kind TxKind
+	// Chain is set by COMMIT/ROLLBACK AND CHAIN: a new transaction starts
+	// immediately with the same characteristics.
+	Chain bool
+	// Name is the savepoint name or the prepared transaction's GID.
+	Name string
+}
+
+// ResolveExecute returns the operation an EXECUTE statement performs, given
+// the operation its prepared statement was classified as: the prepared
+// statement's action and objects, plus the objects of the EXECUTE itself
+// (functions called in its parameters). The result shares nothing with
+// either input.
+func (s *Statement) ResolveExecute(prepared policy.Operation) policy.Operation {
+	op := prepared
+	op.Objects = make([]policy.Object, 0, len(prepared.Objects)+len(s.Op.Objects))
+	op.Objects = append(op.Objects, prepared.Objects...)
+	for _, o := range s.Op.Objects {
+		if !hasObject(op.Objects, o) {
+			op.Objects = append(op.Objects, o)
+		}
+	}
+	op.Roles = append([]string(nil), prepared.Roles...)
+	return op
+}
+
+// Classify classifies every statement of sql. A query the parser rejects
+// gives a single Unclassified statement carrying the parser's message. The
+// error is only for internal failures, and the caller must block then too.
+func (c *Classifier) Classify(sql string) (*Classification, error) {
+	if c.cache != nil {
+		if cl, ok := c.cache.get(sql); ok {
+			return cl, nil
+		}
+	}
+	cl, err := classify(sql)
+	if err != nil {
+		return nil, err
+	}
+	if c.cache != nil {
+		c.cache.add(sql, cl)
+	}
+	return cl, nil
+}
+
+func classify(sql string) (*Classification, error) {
+	// libpg_query reads a C string: text after a NUL would be invisible to
+	// it. The server rejects such a query message anyway.
+	if strings.IndexByte(sql, 0) >= 0 {
+		return unparsable(sql, "query contains a NUL byte"), nil
+	}
+	// The server (client_encoding UTF8, pinned by the engine) rejects
+	// invalid UTF-8; refusing it here keeps the two from ever lexing
+	// different bytes.
+	if !utf8.ValidString(sql) {
+		return unparsable(sql, "query is not valid UTF-8"), nil
+	}
+	out, err := pg_query.ParseToJSON(sql)
+	if err != nil {
+		return unparsable(sql, err.Error()), nil
+	}
+	tree, err := parseJSON(out)
+	if err != nil {
+		return nil, fmt.Errorf("classify: decode parse tree: %w", err)
+	}
+	stmts, ok := tree.get(tree.root, "stmts")
+	if !ok {
+		if tree.root.kind == jObject {
+			return &Classification{}, nil // empty query, or only comments and semicolons
+		}
+		return nil, fmt.Errorf("classify: decode parse tree: %w: no statement list", ErrParseTree)
+	}
+	raw := tree.children(stmts)
+	cl := &Classification{Statements: make([]Statement, 0, len(raw))}
+	for _, rs := range raw {
+		cl.Statements = append(cl.Statements, classifyRaw(tree, rs, sql))
+	}
+	return cl, nil
+}
+
+// unparsable is the classification of a query the parser rejected.
+func unparsable(sql, reason string) *Classification {
+	return &Classification{Statements: []Statement{{
+		Op:   policy.Operation{Unclassified: true, Reason: reason, Attrs: policy.Attributes{RowEstimate: -1}},
+		Text: strings.TrimSpace(sql),
+	}}}
+}
+
+// classifyRaw classifies one RawStmt.
+func classifyRaw(t *jtree, rs jval, sql string) Statement {
+	st := Statement{Text: statementText(t, rs, sql)}
+	st.Op.Attrs.RowEstimate = -1
+	w := walker{t: t, relAct: policy.ActionSelect}
+	stmt, ok := t.get(rs, "stmt")
+	if ok && stmt.kind == jObject && stmt.n == 1 {
+		inner := t.vals[stmt.first]
+		w.statement(inner.key, inner, &st)
+	} else {
+		w.unclassified("statement without a parse tree")
+	}
+	if w.fail != "" {
+		st.Op = policy.Operation{Unclassified: true, Reason: w.fail, Attrs: policy.Attributes{RowEstimate: -1}}
+		st.Tag, st.Prepare, st.Execute, st.Deallocate = "", "", "", ""
+		st.TxControl = TxControl{}
+		return st
+	}
+	st.RowLocks = w.rowLocks
+	st.Op.Objects = w.objs[:len(w.objs):len(w.objs)]
+	if len(st.Op.Objects) == 0 {
+		st.Op.Objects = nil
+	}
+	return st
+}
+
+// statementText cuts one statement out of the query string using the
+// parser's byte offsets (stmt_len 0 means "to the end").
+func statementText(t *jtree, rs jval, sql string) string {
+	loc, n := t.getInt(rs, "stmt_location"), t.getInt(rs, "stmt_len")
+	if loc < 0 || loc > len(sql) {
+		return strings.TrimSpace(sql)
+	}
+	end := len(sql)
+	if n > 0 && loc+n <= len(sql) {
+		end = loc + n
+	}
+	return strings.TrimSpace(sql[loc:end])
+}
+
+func hasObject(objs []policy.Object, o policy.Object) bool {
+	for _, x := range objs {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
