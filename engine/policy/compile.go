@@ -9,8 +9,7 @@ import (
 // Decide uses. It runs only on a file without parse errors, so every name
 // it meets is well-formed.
 func compile(d *decoder, p *Policy) {
-	d.inheritance(p)
-	if len(d.errs) > 0 {
+	if !d.inheritance(p) {
 		return
 	}
 	p.agentRoles = make(map[string][]string, len(p.agents))
@@ -53,26 +52,7 @@ func compile(d *decoder, p *Policy) {
 		}
 	}
 
-	p.byTarget = make(map[string]*targetRules, len(p.targets))
-	for _, t := range p.targets {
-		tr := &targetRules{roles: make(map[string]*ruleIndex, len(p.roles))}
-		for _, r := range p.rules {
-			if !r.appliesTo(t.Name) {
-				continue
-			}
-			if r.role == "" {
-				tr.global.add(r)
-				continue
-			}
-			ix := tr.roles[r.role]
-			if ix == nil {
-				ix = &ruleIndex{}
-				tr.roles[r.role] = ix
-			}
-			ix.add(r)
-		}
-		p.byTarget[t.Name] = tr
-	}
+	p.buildIndex()
 }
 
 // appliesTo reports whether the rule's targets list matches the target.
@@ -82,16 +62,15 @@ func (r *rule) appliesTo(target string) bool {
 
 // inheritance checks inherits references, rejects cycles and computes each
 // role's expanded list (itself first, then inherited roles breadth first).
-func (d *decoder) inheritance(p *Policy) {
+func (d *decoder) inheritance(p *Policy) bool {
+	ok := true
 	for _, r := range p.roles {
 		for i, name := range r.inherits {
-			if _, ok := p.roleIdx[name]; !ok {
+			if _, known := p.roleIdx[name]; !known {
 				d.errorf(r.inheritNodes[i], "role %q inherits unknown role %q", r.name, name)
+				ok = false
 			}
 		}
-	}
-	if len(d.errs) > 0 {
-		return
 	}
 	// Depth-first search with colours; a grey role met again closes a cycle.
 	const (
@@ -106,7 +85,10 @@ func (d *decoder) inheritance(p *Policy) {
 		colour[i] = grey
 		stack = append(stack, p.roles[i].name)
 		for k, name := range p.roles[i].inherits {
-			j := p.roleIdx[name]
+			j, known := p.roleIdx[name]
+			if !known {
+				continue // reported above
+			}
 			switch colour[j] {
 			case grey:
 				start := 0
@@ -130,8 +112,11 @@ func (d *decoder) inheritance(p *Policy) {
 	}
 	for i := range p.roles {
 		if colour[i] == white && !visit(i) {
-			return
+			return false
 		}
+	}
+	if !ok {
+		return false
 	}
 	for _, r := range p.roles {
 		r.expanded = []string{r.name}
@@ -143,4 +128,5 @@ func (d *decoder) inheritance(p *Policy) {
 			}
 		}
 	}
+	return true
 }

@@ -141,14 +141,19 @@ func (p *Policy) Decide(op *Operation) Decision {
 	if tr == nil {
 		return Decision{Verdict: VerdictBlock, RuleID: RuleUnknownTarget}
 	}
-	roles := op.Roles
-	if roles == nil {
-		roles = p.agentRoles[op.Agent]
+	// The common case: the caller passed the agent's own role list (or
+	// nil), served by one index merging global and role rules.
+	src := source{tr: tr, roles: op.Roles}
+	if op.Roles == nil || sameRoles(op.Roles, p.agentRoles[op.Agent]) {
+		src.merged = tr.agents[op.Agent]
+		if src.merged == nil {
+			src.merged = tr.global // unknown agent without roles: global rules only
+		}
 	}
 
 	var ev evaluation
 	for i := range op.Objects {
-		ev.object(tr, roles, &op.Objects[i], &op.Attrs, passObject)
+		ev.object(&src, &op.Objects[i], &op.Attrs, passObject)
 	}
 	// The statement pass. Statements without objects (BEGIN, CHECKPOINT)
 	// and statements whose objects are all implicitly covered (SELECT
@@ -162,8 +167,16 @@ func (p *Policy) Decide(op *Operation) Decision {
 		pass = passStatement
 	}
 	st := Object{Action: op.Action}
-	ev.object(tr, roles, &st, &op.Attrs, pass)
+	ev.object(&src, &st, &op.Attrs, pass)
 	return ev.decision(p)
+}
+
+// source is where the candidate rules of one Decide call come from: the
+// merged index of the agent, or the global index plus one per role.
+type source struct {
+	merged *ruleIndex
+	tr     *targetRules
+	roles  []string
 }
 
 // evaluation accumulates the matches of one Decide call on the stack.
@@ -187,19 +200,25 @@ const (
 	passStatementRestrictive             // the statement action, block/approve rules only
 )
 
-// object evaluates every candidate rule for one object.
-func (ev *evaluation) object(tr *targetRules, roles []string, o *Object, attrs *Attributes, pass pass) {
+// object evaluates the candidate rules for one object.
+func (ev *evaluation) object(src *source, o *Object, attrs *Attributes, pass pass) {
+	a := o.Action
+	if a >= actionCount {
+		a = ActionUnknown // no rule lists it, so the object stays uncovered
+	}
+	restrictive := pass == passStatementRestrictive
 	covered := false
-	if o.Action < actionCount {
-		restrictive := pass == passStatementRestrictive
-		covered = ev.rules(tr.global.byAction[o.Action], o, attrs, restrictive)
-		for _, name := range roles {
-			if ix := tr.roles[name]; ix != nil {
-				covered = ev.rules(ix.byAction[o.Action], o, attrs, restrictive) || covered
+	if src.merged != nil {
+		covered = ev.groups(&src.merged.byAction[a], o, attrs, restrictive, false)
+	} else {
+		covered = ev.groups(&src.tr.global.byAction[a], o, attrs, restrictive, false)
+		for _, name := range src.roles {
+			if ix := src.tr.roles[name]; ix != nil {
+				covered = ev.groups(&ix.byAction[a], o, attrs, restrictive, covered)
 			}
 		}
 	}
-	if pass == passStatementRestrictive {
+	if restrictive {
 		return
 	}
 	ev.explicit = ev.explicit || covered
@@ -209,34 +228,60 @@ func (ev *evaluation) object(tr *targetRules, roles []string, o *Object, attrs *
 	}
 }
 
-// rules matches one candidate list against the object and reports whether a
-// non-block rule covered it. restrictive limits it to block and approve
-// rules.
-func (ev *evaluation) rules(list []*rule, o *Object, attrs *Attributes, restrictive bool) bool {
-	covered := false
-	for _, r := range list {
-		if restrictive && r.decision != VerdictBlock && r.decision != VerdictApprove {
-			continue
+// groups matches one object against the candidate rules of one action and
+// reports whether it is covered (covered says whether an earlier list
+// already covered it). Lists are in policy order, so each can stop at its
+// first match, except masks, which all apply. restrictive limits matching
+// to block and approve rules.
+func (ev *evaluation) groups(g *ruleGroups, o *Object, attrs *Attributes, restrictive, covered bool) bool {
+	best := ev.best[VerdictBlock]
+	for _, r := range g.block {
+		if best != nil && r.idx >= best.idx {
+			break // an earlier block already decides
 		}
-		if !r.matches(o, attrs) {
-			continue
+		if r.matches(o, attrs) {
+			ev.best[VerdictBlock], ev.blockObj = r, *o
+			break
 		}
-		if b := ev.best[r.decision]; b == nil || r.idx < b.idx {
-			ev.best[r.decision] = r
-			if r.decision == VerdictBlock {
-				ev.blockObj = *o
-			}
-		}
-		switch r.decision {
-		case VerdictBlock:
-		case VerdictMask:
+	}
+	if ev.best[VerdictBlock] != nil {
+		// Nothing but a block rule earlier in the file can change the
+		// outcome now; coverage no longer matters.
+		return true
+	}
+	covered = ev.first(g.approve, VerdictApprove, o, attrs) || covered
+	if restrictive {
+		return covered
+	}
+	for _, r := range g.mask {
+		if r.matches(o, attrs) {
 			ev.masks.set(r.maskBit)
-			covered = true
-		default:
+			if b := ev.best[VerdictMask]; b == nil || r.idx < b.idx {
+				ev.best[VerdictMask] = r
+			}
 			covered = true
 		}
 	}
+	// Covered by an approve or mask rule: which allow rule also matches
+	// cannot change the decision any more.
+	if !covered {
+		covered = ev.first(g.allow, VerdictAllow, o, attrs)
+	}
 	return covered
+}
+
+// first finds the first matching rule of a list in policy order and records
+// it as best of its verdict if it precedes the current best.
+func (ev *evaluation) first(list []*rule, v Verdict, o *Object, attrs *Attributes) bool {
+	for _, r := range list {
+		if r.matches(o, attrs) {
+			if b := ev.best[v]; b == nil || r.idx < b.idx {
+				ev.best[v] = r
+			}
+			return true
+		}
+	}
+	return false
 }
 
 func (ev *evaluation) decision(p *Policy) Decision {

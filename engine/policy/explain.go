@@ -73,10 +73,10 @@ func (p *Policy) trace(tr *targetRules, roles []string, o *Object, attrs *Attrib
 		}
 	}
 	if o.Action < actionCount {
-		collect(tr.global.byAction[o.Action])
+		collect(tr.global.byAction[o.Action].all())
 		for _, name := range roles {
 			if ix := tr.roles[name]; ix != nil {
-				collect(ix.byAction[o.Action])
+				collect(ix.byAction[o.Action].all())
 			}
 		}
 	}

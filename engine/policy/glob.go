@@ -25,7 +25,22 @@ type glob struct {
 	sep     byte
 	literal bool     // no metacharacters: compare with ==
 	segs    []string // pattern split by sep (when sep != 0)
+
+	// Fast paths for the shapes policies are made of; kind says which
+	// applies, fix is the literal part.
+	kind globKind
+	fix  string
 }
+
+type globKind uint8
+
+const (
+	globGeneral globKind = iota
+	globLiteral          // "public.orders"
+	globPrefix           // "public.*", "public.order_*": fix, then no sep
+	globSuffix           // "*.pg_sleep": no sep, then fix
+	globAnySegs          // "*", "*.*": exactly len(segs) non-empty-or-empty segments
+)
 
 var errBadPattern = errors.New("syntax error in pattern")
 
@@ -36,7 +51,7 @@ func compileGlob(pattern string, sep byte) (glob, error) {
 		return g, errors.New("empty pattern")
 	}
 	if !strings.ContainsAny(pattern, `*?[\`) {
-		g.literal = true
+		g.literal, g.kind = true, globLiteral
 		return g, nil
 	}
 	if sep == 0 {
@@ -48,6 +63,15 @@ func compileGlob(pattern string, sep byte) (glob, error) {
 		if err := checkSegment(s); err != nil {
 			return g, err
 		}
+	}
+	last := len(pattern) - 1
+	switch {
+	case pattern[last] == '*' && !strings.ContainsAny(pattern[:last], `*?[\`):
+		g.kind, g.fix = globPrefix, pattern[:last]
+	case pattern[0] == '*' && !strings.ContainsAny(pattern[1:], `*?[\`):
+		g.kind, g.fix = globSuffix, pattern[1:]
+	case sep != 0 && strings.Trim(pattern, "*"+string(sep)) == "" && !strings.Contains(pattern, "**"):
+		g.kind = globAnySegs
 	}
 	return g, nil
 }
@@ -111,8 +135,17 @@ func (g *glob) String() string { return g.pattern }
 
 // match reports whether name matches the pattern.
 func (g *glob) match(name string) bool {
-	if g.literal {
+	switch g.kind {
+	case globLiteral:
 		return g.pattern == name
+	case globPrefix:
+		return len(name) >= len(g.fix) && name[:len(g.fix)] == g.fix &&
+			(g.sep == 0 || strings.IndexByte(name[len(g.fix):], g.sep) < 0)
+	case globSuffix:
+		n := len(name) - len(g.fix)
+		return n >= 0 && name[n:] == g.fix && (g.sep == 0 || strings.IndexByte(name[:n], g.sep) < 0)
+	case globAnySegs:
+		return strings.Count(name, string(g.sep)) == len(g.segs)-1
 	}
 	if g.sep == 0 {
 		return matchSegment(g.segs[0], name)

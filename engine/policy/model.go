@@ -280,25 +280,6 @@ func (c conditions) String() string {
 	return s[1:]
 }
 
-// targetRules is the rule index for one target.
-type targetRules struct {
-	global ruleIndex
-	roles  map[string]*ruleIndex
-}
-
-// ruleIndex lists rules by the object action they can match.
-type ruleIndex struct {
-	byAction [actionCount][]*rule
-}
-
-func (ix *ruleIndex) add(r *rule) {
-	for a := Action(1); a < actionCount; a++ {
-		if r.actions.Has(a) || (r.callCats != 0 && (a == ActionExecute || a == ActionCall)) {
-			ix.byAction[a] = append(ix.byAction[a], r)
-		}
-	}
-}
-
 // File is the name the policy was parsed from.
 func (p *Policy) File() string { return p.file }
 

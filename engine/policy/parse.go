@@ -45,8 +45,9 @@ func Parse(filename string, data []byte) (pol *Policy, err error) {
 	}
 	sum := sha256.Sum256(data)
 	p := &Policy{file: filename, digest: hex.EncodeToString(sum[:])}
-	d.document(p, root)
-	if len(d.errs) == 0 {
+	// Cross-references are checked even when sections had errors, so one
+	// run reports everything; compile only looks at what parsed cleanly.
+	if d.document(p, root) {
 		compile(d, p)
 	}
 	if len(d.errs) > 0 {
@@ -62,14 +63,14 @@ var topKeys = []string{"version", "targets", "agents", "roles", "rules"}
 // document parses the top level. Sections are parsed in dependency order
 // (targets and roles before the agents and rules that refer to them), not
 // in file order.
-func (d *decoder) document(p *Policy, root *yaml.Node) {
+func (d *decoder) document(p *Policy, root *yaml.Node) bool {
 	sections := map[string]*yaml.Node{}
 	if !d.mapping(root, "policy", topKeys, func(key string, v *yaml.Node) { sections[key] = v }) {
-		return
+		return false
 	}
 	if isNull(d.resolve(root)) {
 		d.errorf(root, "empty policy file")
-		return
+		return false
 	}
 	if v, ok := sections["version"]; !ok {
 		d.errorf(root, "version is required (version: 1)")
@@ -84,6 +85,7 @@ func (d *decoder) document(p *Policy, root *yaml.Node) {
 			p.rules = append(p.rules, r)
 		}
 	})
+	return true
 }
 
 // Names of targets, agents and roles end up in cgroup xattrs, metric labels

@@ -262,10 +262,12 @@ func (d *decoder) approval(n *yaml.Node, what string) *Approval {
 			}
 		}
 	})
-	if len(a.Approvers) == 0 && !hasKey(d.resolve(n), "approvers") {
-		d.errorf(n, "%s: approvers is required (the human roles that may approve)", what)
-	} else if len(a.Approvers) == 0 && isNull(d.resolve(findKey(d.resolve(n), "approvers"))) {
-		d.errorf(n, "%s: approvers must not be empty", what)
+	if len(a.Approvers) == 0 {
+		if an := findKey(d.resolve(n), "approvers"); an == nil {
+			d.errorf(n, "%s: approvers is required (the human roles that may approve)", what)
+		} else if an = d.resolve(an); an != nil && (isNull(an) || an.Kind == yaml.SequenceNode && len(an.Content) == 0) {
+			d.errorf(an, "%s: approvers must not be empty", what)
+		}
 	}
 	if a.InTransactionTimeout == 0 {
 		a.InTransactionTimeout = min(DefaultInTransactionTimeout, a.Timeout)

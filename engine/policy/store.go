@@ -76,7 +76,7 @@ func NewStore(path string, log *slog.Logger, reg prometheus.Registerer) (*Store,
 	}
 	p, err := Parse(path, data)
 	if err != nil {
-		return nil, fmt.Errorf("load policy %s: %w", path, err)
+		return nil, fmt.Errorf("load policy: %w", err)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{s.generation, s.reloadErrors, s.rules} {
@@ -223,5 +223,5 @@ func (s *Store) reject(err error) error {
 	} else {
 		s.log.Error("policy reload rejected, keeping the last good policy", "error", err)
 	}
-	return fmt.Errorf("reload policy %s: %w", s.path, err)
+	return fmt.Errorf("reload policy: %w", err)
 }
