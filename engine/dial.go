@@ -40,3 +40,11 @@ func (s *Session) DialUpstream(ctx context.Context) (net.Conn, error) {
 	}
 	return c, nil
 }
+
+// DialContext dials like DialUpstream but to any address, for protocol
+// handlers whose client library dials itself (pgconn's DialFunc) or that
+// open side connections to the target (PostgreSQL cancel requests). The
+// socket carries the loop-guard mark.
+func (s *Session) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return s.dialer.DialContext(ctx, network, addr)
+}

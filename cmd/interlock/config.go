@@ -1,0 +1,216 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+const defaultConfigPath = "/etc/interlock/interlock.yaml"
+
+// Config is the daemon configuration (interlock.yaml). Who may do what
+// lives in the policy file it points to; this file says how the daemon runs.
+type Config struct {
+	Policy   string         `mapstructure:"policy"`
+	StateDir string         `mapstructure:"state_dir"`
+	Engine   EngineConfig   `mapstructure:"engine"`
+	Redirect RedirectConfig `mapstructure:"redirect"`
+	Metrics  MetricsConfig  `mapstructure:"metrics"`
+	API      APIConfig      `mapstructure:"api"`
+	Log      LogConfig      `mapstructure:"log"`
+
+	file string // where it was loaded from, "" for defaults only
+}
+
+// EngineConfig configures the listeners the kernel redirects to.
+type EngineConfig struct {
+	Listen4       string        `mapstructure:"listen4"`
+	Listen6       string        `mapstructure:"listen6"`
+	Mark          string        `mapstructure:"mark"`
+	DialTimeout   time.Duration `mapstructure:"dial_timeout"`
+	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+}
+
+// RedirectConfig configures the kernel side.
+type RedirectConfig struct {
+	Cgroup            string        `mapstructure:"cgroup"`
+	PinDir            string        `mapstructure:"pin_dir"`
+	LabelScanInterval time.Duration `mapstructure:"label_scan_interval"`
+	ResolveInterval   time.Duration `mapstructure:"resolve_interval"`
+}
+
+// MetricsConfig configures the Prometheus endpoint.
+type MetricsConfig struct {
+	Listen string `mapstructure:"listen"`
+}
+
+// APIConfig configures the local control socket.
+type APIConfig struct {
+	Socket string `mapstructure:"socket"`
+}
+
+// LogConfig configures structured logs.
+type LogConfig struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+var configDefaults = map[string]any{
+	"policy":                       "policy.yaml",
+	"state_dir":                    "/var/lib/interlock",
+	"engine.listen4":               "127.0.0.1:15001",
+	"engine.listen6":               "[::1]:15001",
+	"engine.mark":                  "0x494c",
+	"engine.dial_timeout":          "10s",
+	"engine.shutdown_grace":        "10s",
+	"redirect.cgroup":              "",
+	"redirect.pin_dir":             "/sys/fs/bpf/interlock",
+	"redirect.label_scan_interval": "500ms",
+	"redirect.resolve_interval":    "30s",
+	"metrics.listen":               "127.0.0.1:9464",
+	"api.socket":                   "/run/interlock/interlock.sock",
+	"log.level":                    "info",
+	"log.format":                   "text",
+}
+
+// LoadConfig reads path (a missing file at the default path means "all
+// defaults"), applies INTERLOCK_* environment overrides (INTERLOCK_METRICS_LISTEN
+// for metrics.listen) and validates. Unknown keys are errors, and every
+// error names the key path.
+func LoadConfig(path string) (*Config, error) {
+	v := viper.New()
+	for k, d := range configDefaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("INTERLOCK")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	v.SetConfigType("yaml")
+	file := ""
+	if path != "" {
+		if _, err := os.Stat(path); err == nil || path != defaultConfigPath {
+			v.SetConfigFile(path)
+			if err := v.ReadInConfig(); err != nil {
+				return nil, fmt.Errorf("read config %s: %w", path, err)
+			}
+			file = path
+		}
+	}
+	var c Config
+	err := v.UnmarshalExact(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", displayName(file), err)
+	}
+	c.file = file
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", displayName(file), err)
+	}
+	return &c, nil
+}
+
+func displayName(file string) string {
+	if file == "" {
+		return "(defaults)"
+	}
+	return file
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Policy == "" {
+		bad("policy", "must name the policy file")
+	} else if !filepath.IsAbs(c.Policy) && c.file != "" {
+		c.Policy = filepath.Join(filepath.Dir(c.file), c.Policy)
+	}
+	for key, a := range map[string]string{"engine.listen4": c.Engine.Listen4, "engine.listen6": c.Engine.Listen6} {
+		ap, err := netip.ParseAddrPort(a)
+		switch {
+		case err != nil:
+			bad(key, "%q is not ip:port", a)
+		case !ap.Addr().IsLoopback():
+			bad(key, "%q must be a loopback address (the kernel redirects to 127.0.0.1 and ::1)", a)
+		case key == "engine.listen4" && ap.Addr() != netip.MustParseAddr("127.0.0.1"):
+			bad(key, "%q must be 127.0.0.1:PORT", a)
+		case key == "engine.listen6" && ap.Addr() != netip.IPv6Loopback():
+			bad(key, "%q must be [::1]:PORT", a)
+		}
+	}
+	if _, err := c.Mark(); err != nil {
+		bad("engine.mark", "%v", err)
+	}
+	if c.Engine.DialTimeout <= 0 {
+		bad("engine.dial_timeout", "must be positive")
+	}
+	if c.Redirect.LabelScanInterval <= 0 || c.Redirect.LabelScanInterval > time.Second {
+		bad("redirect.label_scan_interval", "must be in (0, 1s] so that new labels apply within a second")
+	}
+	if c.Redirect.ResolveInterval <= 0 {
+		bad("redirect.resolve_interval", "must be positive")
+	}
+	if !filepath.IsAbs(c.Redirect.PinDir) {
+		bad("redirect.pin_dir", "%q must be an absolute path on bpffs", c.Redirect.PinDir)
+	}
+	if c.Metrics.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%q is not ip:port (empty disables metrics)", c.Metrics.Listen)
+		}
+	}
+	if c.API.Socket == "" || !filepath.IsAbs(c.API.Socket) {
+		bad("api.socket", "%q must be an absolute path", c.API.Socket)
+	}
+	if _, err := c.LogLevel(); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// Mark parses engine.mark (decimal or 0x hex).
+func (c *Config) Mark() (uint32, error) {
+	n, err := strconv.ParseUint(c.Engine.Mark, 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a 32-bit number", c.Engine.Mark)
+	}
+	if n == 0 {
+		return 0, errors.New("must be non-zero (it marks the engine's own dials)")
+	}
+	return uint32(n), nil
+}
+
+// LogLevel parses log.level.
+func (c *Config) LogLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		return 0, fmt.Errorf("%q must be debug, info, warn or error", c.Log.Level)
+	}
+	return l, nil
+}
+
+// Logger builds the daemon's logger.
+func (c *Config) Logger() *slog.Logger {
+	lvl, _ := c.LogLevel()
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

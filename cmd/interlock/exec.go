@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/interlockhq/interlock/redirect"
+)
+
+func newExecCmd(load func() (*Config, error)) *cobra.Command {
+	var (
+		agent  string
+		parent string
+		wait   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "exec --agent NAME -- COMMAND [ARG...]",
+		Short: "Run a command as an agent, in a fresh labelled cgroup",
+		Long: `Exec creates a cgroup below the daemon's attach cgroup, labels it as the agent, waits until the
+kernel treats it as an agent cgroup, then starts COMMAND directly inside it (clone3 into the
+cgroup, so not one syscall runs outside). Child processes inherit the cgroup. When COMMAND
+exits, whatever is left in the cgroup is killed and the cgroup removed. The exit status is
+COMMAND's. If the daemon does not pick the label up in time, COMMAND is not started.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if agent == "" {
+				return errors.New("--agent is required")
+			}
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			mount, err := redirect.Cgroup2Mount()
+			if err != nil {
+				return err
+			}
+			if parent == "" {
+				parent = cfg.Redirect.Cgroup
+				if parent == "" {
+					parent = "/"
+				}
+				parent = filepath.Join(parent, "interlock-exec")
+			}
+			base, err := redirect.ResolveCgroup(mount, parent)
+			if err != nil {
+				return err
+			}
+			return execAgent(cfg, base, agent, wait, args)
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "agent name to run as (required)")
+	cmd.Flags().StringVar(&parent, "parent", "", "cgroup to create the agent cgroup in (default: <redirect.cgroup>/interlock-exec)")
+	cmd.Flags().DurationVar(&wait, "wait", 3*time.Second, "how long to wait for the daemon to pick up the label")
+	return cmd
+}
+
+func execAgent(cfg *Config, base, agent string, wait time.Duration, argv []string) error {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", base, err)
+	}
+	cg := filepath.Join(base, fmt.Sprintf("%s-%d", agent, os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		return fmt.Errorf("create agent cgroup: %w", err)
+	}
+	defer removeCgroup(cg)
+	if err := redirect.SetLabel(cg, agent); err != nil {
+		return err
+	}
+	id, err := redirect.CgroupID(cg)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		known, err := redirect.AgentCgroupKnown(cfg.Redirect.PinDir, id)
+		if known {
+			break
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("is `interlock run` running?")
+			}
+			return fmt.Errorf("the kernel did not pick up agent cgroup %s within %s; not starting the command unprotected: %w", cg, wait, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	fd, err := syscall.Open(cg, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open agent cgroup: %w", err)
+	}
+	defer syscall.Close(fd)
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	// Forward the signals a terminal or supervisor sends; the command
+	// decides how to end.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	if err := c.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	go func() {
+		for s := range sigs {
+			c.Process.Signal(s)
+		}
+	}()
+	err = c.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code := ee.ExitCode()
+		if code < 0 {
+			code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
+		}
+		return &exitError{code: code}
+	}
+	return err
+}
+
+// removeCgroup kills what the command left behind in its own cgroup and
+// removes it.
+func removeCgroup(cg string) {
+	os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0)
+	for i := 0; i < 100; i++ {
+		if err := os.Remove(cg); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "interlock: could not remove agent cgroup %s\n", cg)
+}

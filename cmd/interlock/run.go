@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/interlockhq/interlock/engine"
+	"github.com/interlockhq/interlock/engine/policy"
+	"github.com/interlockhq/interlock/protocols/tcp"
+	"github.com/interlockhq/interlock/redirect"
+)
+
+func newRunCmd(load func() (*Config, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon: attach the kernel programs and serve redirected connections",
+		Long: `Run loads the policy, listens on the engine's loopback ports, attaches (or takes over the
+pinned) BPF programs, keeps labelled cgroups and targets in the kernel maps, and serves
+agent sessions until SIGINT/SIGTERM. SIGHUP reloads the policy. The pinned programs stay
+after exit: agent connections to targets are then refused until the daemon is back.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDaemon(ctx, cfg)
+		},
+	}
+}
+
+func runDaemon(ctx context.Context, cfg *Config) error {
+	log := cfg.Logger()
+	mark, _ := cfg.Mark()
+	mount, err := redirect.Cgroup2Mount()
+	if err != nil {
+		return err
+	}
+	attach := mount
+	if cfg.Redirect.Cgroup != "" {
+		if attach, err = redirect.ResolveCgroup(mount, cfg.Redirect.Cgroup); err != nil {
+			return fmt.Errorf("redirect.cgroup: %w", err)
+		}
+	}
+	if agent, err := selfInAgentCgroup(mount, os.Getpid()); err != nil {
+		return err
+	} else if agent != "" {
+		return fmt.Errorf("the daemon runs inside a cgroup labelled as agent %q; run it outside every agent cgroup", agent)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := policy.NewStore(cfg.Policy, log, reg)
+	if err != nil {
+		return err
+	}
+
+	metrics := engine.NewMetrics(reg)
+	dir := &directory{}
+	dir.update(store.Current(), nil)
+
+	var lookup originLookup
+	srv, err := engine.NewServer(engine.Config{
+		Listen4: cfg.Engine.Listen4, Listen6: cfg.Engine.Listen6, Mark: mark,
+		DialTimeout: cfg.Engine.DialTimeout, ShutdownGrace: cfg.Engine.ShutdownGrace, Log: log,
+	}, &lookup, dir, map[string]engine.Handler{
+		policy.ProtocolTCP: tcp.Handler{},
+	}, metrics)
+	if err != nil {
+		return err
+	}
+	// Listen before touching the kernel: once the programs point at our
+	// ports, connections must find a listener.
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	p4, p6 := srv.Ports()
+
+	var metricsLn net.Listener
+	var enginePorts []uint16
+	if cfg.Metrics.Listen != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		enginePorts = append(enginePorts, uint16(metricsLn.Addr().(*net.TCPAddr).Port))
+	}
+
+	r, err := redirect.Install(redirect.Config{
+		CgroupPath: attach, PinDir: cfg.Redirect.PinDir,
+		EnginePort4: p4, EnginePort6: p6, Mark: mark, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lookup.r = r
+	reg.MustRegister(redirect.NewCollector(r))
+
+	ks := &kernelSync{
+		r: r, mount: mount, root: attach, enginePorts: enginePorts,
+		pol: store.Current, dir: dir, log: log, resolveEvery: cfg.Redirect.ResolveInterval,
+	}
+	if err := ks.tick(ctx); err != nil {
+		return err
+	}
+	store.Subscribe(func(*policy.Policy) {
+		if err := ks.tick(ctx); err != nil {
+			log.Error("kernel sync after policy reload failed", "error", err)
+		}
+	})
+
+	api, err := startAPI(cfg.API.Socket, cfg.Policy, srv, ks, r, store, log)
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+
+	if metricsLn != nil {
+		ms := &http.Server{Handler: metricsMux(reg), ReadHeaderTimeout: 5 * time.Second}
+		go ms.Serve(metricsLn)
+		defer ms.Close()
+	}
+
+	go ks.run(ctx, cfg.Redirect.LabelScanInterval)
+	go store.Run(ctx)
+	go reloadOnHUP(ctx, store, log)
+
+	log.Info("interlock running",
+		"engine4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p4),
+		"engine6", netip.AddrPortFrom(netip.IPv6Loopback(), p6),
+		"cgroup", attach, "pin_dir", cfg.Redirect.PinDir, "metrics", cfg.Metrics.Listen,
+		"api", cfg.API.Socket, "policy", cfg.Policy)
+	err = srv.Serve(ctx)
+	log.Info("interlock stopped; pinned programs keep agent connections to targets refused until restart")
+	return err
+}
+
+func metricsMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	return mux
+}
+
+func reloadOnHUP(ctx context.Context, store *policy.Store, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := store.Reload(); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("policy reload on SIGHUP failed; keeping the last good policy", "error", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/interlockhq/interlock/engine/policy"
+	"github.com/interlockhq/interlock/redirect"
+)
+
+// kernelSync keeps the BPF maps equal to what the policy and the cgroup
+// labels say: it converges from desired state on every tick, so a missed
+// event or a crash mid-update heals itself on the next one.
+type kernelSync struct {
+	r            *redirect.Redirector
+	mount        string
+	root         string // attach cgroup: labels are looked for below it
+	enginePorts  []uint16
+	pol          func() *policy.Policy
+	dir          *directory
+	log          *slog.Logger
+	resolveEvery time.Duration
+
+	mu         sync.Mutex
+	last       redirect.State
+	labels     []redirect.LabelledCgroup
+	resolved   map[string][]netip.Addr // target host → addresses (DNS names only)
+	resolvedAt time.Time
+}
+
+// tick converges once. It returns the error of the kernel update, if any;
+// label scan problems are logged and retried next tick.
+func (k *kernelSync) tick(ctx context.Context) error {
+	p := k.pol()
+	labels, err := redirect.ScanLabels(k.mount, k.root)
+	if err != nil {
+		k.log.Warn("cgroup label scan failed", "error", err)
+	}
+	static := map[string][]string{}
+	for _, a := range p.Agents() {
+		if len(a.Cgroups) > 0 {
+			static[a.Name] = a.Cgroups
+		}
+	}
+	labels = append(labels, redirect.StaticLabels(k.mount, static)...)
+
+	if time.Since(k.resolvedAt) > k.resolveEvery || k.resolved == nil || k.needsResolve(p) {
+		k.resolve(ctx, p)
+	}
+
+	st := redirect.State{
+		Cgroups:     map[uint64]string{},
+		Agents:      map[string]redirect.Agent{},
+		Targets:     map[netip.AddrPort]string{},
+		EnginePorts: k.enginePorts,
+	}
+	var names []string
+	for _, l := range labels {
+		if l.Path == "/" {
+			k.log.Error("refusing to treat the root cgroup as an agent; remove its label", "agent", l.Agent)
+			continue
+		}
+		st.Cgroups[l.ID] = l.Agent
+		names = append(names, l.Agent)
+	}
+	for _, a := range p.Agents() {
+		ra := redirect.Agent{Name: a.Name, EgressAllow: a.Egress == policy.EgressAllow}
+		for _, e := range a.EgressAllow {
+			ra.Allow = append(ra.Allow, redirect.EgressRule{Addr: e.Addr, Port: e.Port})
+		}
+		st.Agents[a.Name] = ra
+	}
+	for _, t := range p.Targets() {
+		for _, ip := range k.addrsOf(t) {
+			st.Targets[netip.AddrPortFrom(ip, t.Port)] = t.Name
+		}
+	}
+
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.labels = labels
+	// The directory first: a connection redirected the instant the maps
+	// change must find its agent and target names.
+	k.dir.update(p, names)
+	if reflect.DeepEqual(st, k.last) {
+		return nil
+	}
+	if err := k.r.Apply(st); err != nil {
+		return fmt.Errorf("update kernel maps: %w", err)
+	}
+	k.log.Info("kernel state updated", "agent_cgroups", len(st.Cgroups), "targets", len(st.Targets), "agents", len(st.Agents))
+	k.last = st
+	return nil
+}
+
+func (k *kernelSync) needsResolve(p *policy.Policy) bool {
+	for _, t := range p.Targets() {
+		if !t.IP.IsValid() {
+			if _, ok := k.resolved[t.Host]; !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// resolve looks up targets given by DNS name. A failed lookup keeps the
+// previous addresses: a DNS hiccup must not open (or close) a target.
+func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) {
+	next := map[string][]netip.Addr{}
+	for _, t := range p.Targets() {
+		if t.IP.IsValid() {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", t.Host)
+		cancel()
+		if err != nil || len(addrs) == 0 {
+			k.log.Warn("cannot resolve target host; keeping previous addresses", "target", t.Name, "host", t.Host, "error", err)
+			next[t.Host] = k.resolved[t.Host]
+			continue
+		}
+		for i := range addrs {
+			addrs[i] = addrs[i].Unmap()
+		}
+		next[t.Host] = addrs
+	}
+	k.resolved = next
+	k.resolvedAt = time.Now()
+}
+
+func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
+	if t.IP.IsValid() {
+		return []netip.Addr{t.IP}
+	}
+	return k.resolved[t.Host]
+}
+
+// run ticks until ctx is done.
+func (k *kernelSync) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.tick(ctx); err != nil {
+				k.log.Error("kernel sync failed; retrying", "error", err)
+			}
+		}
+	}
+}
+
+// snapshot returns what the kernel was last told, for status.
+func (k *kernelSync) snapshot() (redirect.State, []redirect.LabelledCgroup) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.last, append([]redirect.LabelledCgroup(nil), k.labels...)
+}
+
+// selfInAgentCgroup refuses to run the engine inside an agent cgroup: its
+// own dials would be redirected to itself, and agents could reach its API.
+func selfInAgentCgroup(mount string, pid int) (string, error) {
+	rel, err := redirect.CgroupOf(pid)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(mount, rel)
+	for strings.HasPrefix(p, mount) && p != mount {
+		if l, _ := redirect.Label(p); l != "" {
+			return l, nil
+		}
+		p = filepath.Dir(p)
+	}
+	return "", nil
+}
