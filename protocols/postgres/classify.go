@@ -15,12 +15,13 @@ import (
 // exact statement text in a bounded LRU.
 type Classifier struct {
 	cache *lru // nil when caching is disabled
+	cats  *categoryMemo
 }
 
 // NewClassifier returns a classifier caching up to cacheSize query strings.
 // cacheSize <= 0 disables the cache.
 func NewClassifier(cacheSize int) *Classifier {
-	c := &Classifier{}
+	c := &Classifier{cats: newCategoryMemo()}
 	if cacheSize > 0 {
 		c.cache = newLRU(cacheSize)
 	}
@@ -151,7 +152,7 @@ func (c *Classifier) Classify(sql string) (*Classification, error) {
 			return cl, nil
 		}
 	}
-	cl, err := classify(sql)
+	cl, err := classify(sql, c.cats)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +162,8 @@ func (c *Classifier) Classify(sql string) (*Classification, error) {
 	return cl, nil
 }
 
-func classify(sql string) (*Classification, error) {
+// classify classifies sql; cats may be nil.
+func classify(sql string, cats *categoryMemo) (*Classification, error) {
 	// libpg_query reads a C string: text after a NUL would be invisible to
 	// it. The server rejects such a query message anyway.
 	if strings.IndexByte(sql, 0) >= 0 {
@@ -191,7 +193,7 @@ func classify(sql string) (*Classification, error) {
 	raw := tree.children(stmts)
 	cl := &Classification{Statements: make([]Statement, 0, len(raw))}
 	for _, rs := range raw {
-		cl.Statements = append(cl.Statements, classifyRaw(tree, rs, sql))
+		cl.Statements = append(cl.Statements, classifyRaw(tree, rs, sql, cats))
 	}
 	return cl, nil
 }
@@ -205,14 +207,14 @@ func unparsable(sql, reason string) *Classification {
 }
 
 // classifyRaw classifies one RawStmt.
-func classifyRaw(t *jtree, rs jval, sql string) Statement {
+func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
 	st := Statement{Text: statementText(t, rs, sql)}
 	st.Op.Attrs.RowEstimate = -1
-	w := walker{t: t, relAct: policy.ActionSelect}
+	w := walker{t: t, cats: cats, relAct: policy.ActionSelect}
 	stmt, ok := t.get(rs, "stmt")
 	if ok && stmt.kind == jObject && stmt.n == 1 {
 		inner := t.vals[stmt.first]
-		w.statement(inner.key, inner, &st)
+		w.statement(t.keyOf(inner), inner, &st)
 	} else {
 		w.unclassified("statement without a parse tree")
 	}

@@ -98,7 +98,7 @@ func (w *walker) ddlParts(kind policy.ObjectKind, prefix string, parts []string,
 	}
 	o := policy.Object{Kind: kind, Name: name, Action: act}
 	if kind == policy.KindFunction {
-		o.Category = policy.CategoryOf(name)
+		o.Category = w.cats.of(name)
 	}
 	w.add(o)
 	return name
@@ -299,7 +299,7 @@ func (w *walker) nameParts(v jval, key string) []string {
 	}
 	switch c.kind {
 	case jString:
-		return []string{c.str}
+		return []string{w.t.strOf(c)}
 	case jArray:
 		return w.names(c)
 	case jObject:

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -12,8 +13,10 @@ import (
 // machine libpg_query needs ~50 µs to serialise a three-table join to
 // protobuf (plus ~17 µs for Go to unmarshal it) and ~11 µs to write JSON.
 // encoding/json would spend the difference again on maps and interfaces, so
-// this file holds a small decoder into one flat slice: no allocation per
-// value, strings without escapes point into the input.
+// this file holds a small decoder into one flat slice of pointer-free
+// values: strings are offsets into the input (only the rare escaped ones
+// are copied), so a whole tree is one allocation the garbage collector
+// never scans.
 //
 // The input is produced by libpg_query, but it is decoded defensively
 // (bounded depth, every error returned) because string contents come from the
@@ -32,11 +35,15 @@ const (
 	jObject
 )
 
+// span locates a string: s[off:off+n] of the decoded document when off >= 0,
+// escaped[-off-1] when negative (a string that contained escapes).
+type span struct{ off, n int32 }
+
 // jval is one decoded value. Children of arrays and objects are stored
 // contiguously in jtree.vals[first : first+n].
 type jval struct {
-	key   string // member name when the value belongs to an object
-	str   string // string contents (unescaped) or the text of a number
+	key   span // member name when the value belongs to an object
+	str   span // string contents or the text of a number
 	kind  jkind
 	first int32
 	n     int32
@@ -44,27 +51,47 @@ type jval struct {
 
 // jtree is a decoded document; root is its top-level value.
 type jtree struct {
-	vals []jval
-	root jval
+	s       string
+	escaped []string
+	vals    []jval
+	root    jval
 }
+
+// text returns the string sp locates.
+func (t *jtree) text(sp span) string {
+	if sp.off < 0 {
+		return t.escaped[-sp.off-1]
+	}
+	return t.s[sp.off : sp.off+sp.n]
+}
+
+// keyOf returns the member name of v.
+func (t *jtree) keyOf(v jval) string { return t.text(v.key) }
+
+// strOf returns the string contents or number text of v.
+func (t *jtree) strOf(v jval) string { return t.text(v.str) }
 
 // maxJSONDepth bounds nesting. libpg_query stops far earlier (its stack depth
 // check), so hitting this means something is wrong.
 const maxJSONDepth = 10000
 
 type jparser struct {
-	s     string
-	pos   int
-	depth int
-	vals  []jval
-	stack []jval // children of the containers being decoded, innermost last
+	s       string
+	pos     int
+	depth   int
+	vals    []jval
+	stack   []jval // children of the containers being decoded, innermost last
+	escaped []string
 }
 
 // parseJSON decodes s.
 func parseJSON(s string) (*jtree, error) {
-	// Roughly one value per 12 bytes of output: avoids most regrowth.
-	p := jparser{s: s, vals: make([]jval, 0, len(s)/12+8), stack: make([]jval, 0, 64)}
-	root, err := p.value("")
+	if len(s) > math.MaxInt32 {
+		return nil, fmt.Errorf("%w: document of %d bytes is too large", ErrParseTree, len(s))
+	}
+	// Roughly one value per 10 bytes of output: avoids most regrowth.
+	p := jparser{s: s, vals: make([]jval, 0, len(s)/10+8), stack: make([]jval, 0, 64)}
+	root, err := p.value(span{})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +99,7 @@ func parseJSON(s string) (*jtree, error) {
 	if p.pos != len(p.s) {
 		return nil, p.errorf("trailing data")
 	}
-	return &jtree{vals: p.vals, root: root}, nil
+	return &jtree{s: s, escaped: p.escaped, vals: p.vals, root: root}, nil
 }
 
 func (p *jparser) errorf(format string, args ...any) error {
@@ -90,7 +117,7 @@ func (p *jparser) space() {
 	}
 }
 
-func (p *jparser) value(key string) (jval, error) {
+func (p *jparser) value(key span) (jval, error) {
 	p.space()
 	if p.pos >= len(p.s) {
 		return jval{}, p.errorf("unexpected end")
@@ -105,10 +132,16 @@ func (p *jparser) value(key string) (jval, error) {
 		return jval{key: key, kind: jString, str: str}, err
 	case c == '-' || (c >= '0' && c <= '9'):
 		start := p.pos
-		for p.pos < len(p.s) && strings.IndexByte("+-.eE0123456789", p.s[p.pos]) >= 0 {
-			p.pos++
+	number:
+		for p.pos < len(p.s) {
+			switch p.s[p.pos] {
+			case '+', '-', '.', 'e', 'E', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+				p.pos++
+			default:
+				break number
+			}
 		}
-		return jval{key: key, kind: jNumber, str: p.s[start:p.pos]}, nil
+		return jval{key: key, kind: jNumber, str: span{int32(start), int32(p.pos - start)}}, nil
 	case strings.HasPrefix(p.s[p.pos:], "true"):
 		p.pos += 4
 		return jval{key: key, kind: jTrue}, nil
@@ -126,12 +159,17 @@ func (p *jparser) value(key string) (jval, error) {
 // container decodes an object or array. Its children are collected on
 // p.stack while their own descendants are decoded, then moved to p.vals in
 // one block so that they are contiguous.
-func (p *jparser) container(key string, kind jkind, end byte) (jval, error) {
-	p.depth++
-	if p.depth > maxJSONDepth {
+func (p *jparser) container(key span, kind jkind, end byte) (jval, error) {
+	if p.depth >= maxJSONDepth {
 		return jval{}, p.errorf("nesting too deep")
 	}
-	defer func() { p.depth-- }()
+	p.depth++
+	v, err := p.members(key, kind, end)
+	p.depth--
+	return v, err
+}
+
+func (p *jparser) members(key span, kind jkind, end byte) (jval, error) {
 	p.pos++ // opening bracket
 	mark := len(p.stack)
 	p.space()
@@ -140,7 +178,7 @@ func (p *jparser) container(key string, kind jkind, end byte) (jval, error) {
 		return jval{key: key, kind: kind}, nil
 	}
 	for {
-		var member string
+		var member span
 		if kind == jObject {
 			p.space()
 			if p.pos >= len(p.s) || p.s[p.pos] != '"' {
@@ -184,21 +222,24 @@ func (p *jparser) container(key string, kind jkind, end byte) (jval, error) {
 // string decodes a string starting at the opening quote. Bytes are kept as
 // they are (libpg_query copies invalid UTF-8 through unchanged, and so must
 // we: a name must compare exactly as the server will see it).
-func (p *jparser) string() (string, error) {
+func (p *jparser) string() (span, error) {
 	p.pos++ // opening quote
 	start := p.pos
-	for p.pos < len(p.s) {
-		switch p.s[p.pos] {
-		case '"':
-			str := p.s[start:p.pos]
-			p.pos++
-			return str, nil
-		case '\\':
-			return p.escapedString(start)
-		}
-		p.pos++
+	i := strings.IndexByte(p.s[start:], '"')
+	if i < 0 {
+		return span{}, p.errorf("unterminated string")
 	}
-	return "", p.errorf("unterminated string")
+	if b := strings.IndexByte(p.s[start:start+i], '\\'); b >= 0 {
+		p.pos = start + b
+		str, err := p.escapedString(start)
+		if err != nil {
+			return span{}, err
+		}
+		p.escaped = append(p.escaped, str)
+		return span{off: -int32(len(p.escaped)), n: int32(len(str))}, nil
+	}
+	p.pos = start + i + 1
+	return span{int32(start), int32(i)}, nil
 }
 
 func (p *jparser) escapedString(start int) (string, error) {
@@ -298,7 +339,7 @@ func (t *jtree) children(v jval) []jval {
 // get returns the member key of object v.
 func (t *jtree) get(v jval, key string) (jval, bool) {
 	for _, c := range t.children(v) {
-		if c.key == key {
+		if t.keyOf(c) == key {
 			return c, true
 		}
 	}
@@ -308,7 +349,7 @@ func (t *jtree) get(v jval, key string) (jval, bool) {
 // getStr returns the string member key of object v, or "".
 func (t *jtree) getStr(v jval, key string) string {
 	if c, ok := t.get(v, key); ok && c.kind == jString {
-		return c.str
+		return t.strOf(c)
 	}
 	return ""
 }
@@ -328,7 +369,7 @@ func (t *jtree) getInt(v jval, key string) int {
 		return 0
 	}
 	n, neg := 0, false
-	for i, ch := range []byte(c.str) {
+	for i, ch := range []byte(t.strOf(c)) {
 		switch {
 		case i == 0 && ch == '-':
 			neg = true

@@ -16,6 +16,7 @@ import (
 // statement unclassified: the walker never skips what it cannot read.
 type walker struct {
 	t    *jtree
+	cats *categoryMemo
 	objs []policy.Object
 
 	// scopes holds the CTE names visible at the current query level,
@@ -64,7 +65,7 @@ func (w *walker) node(v jval) {
 		return
 	}
 	inner := w.t.vals[v.first]
-	w.msg(inner.key, inner)
+	w.msg(w.t.keyOf(inner), inner)
 }
 
 // nodeType returns the type and body of a Node wrapper.
@@ -73,7 +74,7 @@ func (w *walker) nodeType(v jval) (string, jval) {
 		return "", jval{}
 	}
 	inner := w.t.vals[v.first]
-	return inner.key, inner
+	return w.t.keyOf(inner), inner
 }
 
 // msg walks a message of type typ.
@@ -133,22 +134,23 @@ members:
 		if c.kind != jObject && c.kind != jArray {
 			continue // scalars: numbers, names, enums
 		}
+		key := w.t.keyOf(c)
 		for _, s := range skip {
-			if c.key == s {
+			if key == s {
 				continue members
 			}
 		}
-		ft, ok := schema[c.key]
+		ft, ok := schema[key]
 		switch {
 		case !ok:
-			w.unclassified("unsupported field %s.%s", typ, c.key)
+			w.unclassified("unsupported field %s.%s", typ, key)
 		case ft.kind == fieldScalar:
 			if c.kind == jObject {
-				w.unclassified("unexpected object in %s.%s", typ, c.key)
+				w.unclassified("unexpected object in %s.%s", typ, key)
 			}
 		case ft.list:
 			if c.kind != jArray {
-				w.unclassified("expected a list in %s.%s", typ, c.key)
+				w.unclassified("expected a list in %s.%s", typ, key)
 				continue
 			}
 			for _, e := range w.t.children(c) {
@@ -238,7 +240,7 @@ func (w *walker) isCTE(name string) bool {
 // function records a function object.
 func (w *walker) function(parts []string, act policy.Action) string {
 	name := functionName(parts)
-	w.add(policy.Object{Kind: policy.KindFunction, Name: name, Action: act, Category: policy.CategoryOf(name)})
+	w.add(policy.Object{Kind: policy.KindFunction, Name: name, Action: act, Category: w.cats.of(name)})
 	return name
 }
 
@@ -302,7 +304,7 @@ func (w *walker) literal(v jval) (string, bool) {
 					inner := w.t.vals[c.first]
 					switch inner.kind {
 					case jNumber, jString:
-						return inner.str, true
+						return w.t.strOf(inner), true
 					case jTrue:
 						return "true", true
 					}
@@ -418,7 +420,7 @@ func (w *walker) indirection(v jval) {
 }
 
 func (w *walker) projection(name string) {
-	if policy.CategoryOf(name) != policy.CategoryNone {
+	if w.cats.of(name) != policy.CategoryNone {
 		w.function([]string{name}, policy.ActionExecute)
 	}
 }
