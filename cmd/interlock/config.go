@@ -24,6 +24,7 @@ type Config struct {
 	StateDir string         `mapstructure:"state_dir"`
 	Engine   EngineConfig   `mapstructure:"engine"`
 	Redirect RedirectConfig `mapstructure:"redirect"`
+	Postgres PostgresConfig `mapstructure:"postgres"`
 	Metrics  MetricsConfig  `mapstructure:"metrics"`
 	API      APIConfig      `mapstructure:"api"`
 	Log      LogConfig      `mapstructure:"log"`
@@ -46,6 +47,16 @@ type RedirectConfig struct {
 	PinDir            string        `mapstructure:"pin_dir"`
 	LabelScanInterval time.Duration `mapstructure:"label_scan_interval"`
 	ResolveInterval   time.Duration `mapstructure:"resolve_interval"`
+}
+
+// PostgresConfig configures the PostgreSQL protocol handler.
+type PostgresConfig struct {
+	MaxMessageSize   string        `mapstructure:"max_message_size"`
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	IdleTimeout      time.Duration `mapstructure:"idle_timeout"`
+	TLSCert          string        `mapstructure:"tls_cert"`
+	TLSKey           string        `mapstructure:"tls_key"`
+	ClassifierCache  int           `mapstructure:"classifier_cache"`
 }
 
 // MetricsConfig configures the Prometheus endpoint.
@@ -76,6 +87,12 @@ var configDefaults = map[string]any{
 	"redirect.pin_dir":             "/sys/fs/bpf/interlock",
 	"redirect.label_scan_interval": "500ms",
 	"redirect.resolve_interval":    "30s",
+	"postgres.max_message_size":    "64MiB",
+	"postgres.handshake_timeout":   "15s",
+	"postgres.idle_timeout":        "0s",
+	"postgres.tls_cert":            "",
+	"postgres.tls_key":             "",
+	"postgres.classifier_cache":    10000,
 	"metrics.listen":               "127.0.0.1:9464",
 	"api.socket":                   "/run/interlock/interlock.sock",
 	"log.level":                    "info",
@@ -167,6 +184,21 @@ func (c *Config) validate() error {
 	if !filepath.IsAbs(c.Redirect.PinDir) {
 		bad("redirect.pin_dir", "%q must be an absolute path on bpffs", c.Redirect.PinDir)
 	}
+	if _, err := c.MaxMessageSize(); err != nil {
+		bad("postgres.max_message_size", "%v", err)
+	}
+	if c.Postgres.HandshakeTimeout <= 0 {
+		bad("postgres.handshake_timeout", "must be positive")
+	}
+	if c.Postgres.IdleTimeout < 0 {
+		bad("postgres.idle_timeout", "must not be negative (0 disables it)")
+	}
+	if (c.Postgres.TLSCert == "") != (c.Postgres.TLSKey == "") {
+		bad("postgres.tls_cert", "tls_cert and tls_key go together (leave both empty for a self-signed certificate in state_dir)")
+	}
+	if c.Postgres.ClassifierCache < 0 {
+		bad("postgres.classifier_cache", "must not be negative")
+	}
 	if c.Metrics.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%q is not ip:port (empty disables metrics)", c.Metrics.Listen)
@@ -194,6 +226,29 @@ func (c *Config) Mark() (uint32, error) {
 		return 0, errors.New("must be non-zero (it marks the engine's own dials)")
 	}
 	return uint32(n), nil
+}
+
+// MaxMessageSize parses postgres.max_message_size ("64MiB", "1048576").
+func (c *Config) MaxMessageSize() (int, error) {
+	s := strings.TrimSpace(c.Postgres.MaxMessageSize)
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 64MiB)", c.Postgres.MaxMessageSize)
+	}
+	if n*mult < 1024 || n*mult > 1<<30 {
+		return 0, fmt.Errorf("%q must be between 1KiB and 1GiB", c.Postgres.MaxMessageSize)
+	}
+	return n * mult, nil
 }
 
 // LogLevel parses log.level.

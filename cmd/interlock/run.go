@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/policy"
+	"github.com/interlockhq/interlock/protocols/postgres"
 	"github.com/interlockhq/interlock/protocols/tcp"
 	"github.com/interlockhq/interlock/redirect"
 )
@@ -76,12 +78,17 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	dir := &directory{}
 	dir.update(store.Current(), nil)
 
+	pg, err := newPostgresHandler(cfg, store, reg, log)
+	if err != nil {
+		return err
+	}
 	var lookup originLookup
 	srv, err := engine.NewServer(engine.Config{
 		Listen4: cfg.Engine.Listen4, Listen6: cfg.Engine.Listen6, Mark: mark,
 		DialTimeout: cfg.Engine.DialTimeout, ShutdownGrace: cfg.Engine.ShutdownGrace, Log: log,
 	}, &lookup, dir, map[string]engine.Handler{
-		policy.ProtocolTCP: tcp.Handler{},
+		policy.ProtocolTCP:      tcp.Handler{},
+		policy.ProtocolPostgres: pg,
 	}, metrics)
 	if err != nil {
 		return err
@@ -150,6 +157,24 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	err = srv.Serve(ctx)
 	log.Info("interlock stopped; pinned programs keep agent connections to targets refused until restart")
 	return err
+}
+
+func newPostgresHandler(cfg *Config, store *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*postgres.Handler, error) {
+	maxMsg, _ := cfg.MaxMessageSize()
+	tlsCfg, err := postgres.LoadOrCreateTLS(cfg.Postgres.TLSCert, cfg.Postgres.TLSKey, filepath.Join(cfg.StateDir, "tls"))
+	if err != nil {
+		return nil, fmt.Errorf("postgres.tls_cert: %w", err)
+	}
+	return postgres.NewHandler(postgres.Config{
+		Policy:           store.Current,
+		Classifier:       postgres.NewClassifier(cfg.Postgres.ClassifierCache),
+		TLS:              tlsCfg,
+		MaxMessageSize:   maxMsg,
+		HandshakeTimeout: cfg.Postgres.HandshakeTimeout,
+		IdleTimeout:      cfg.Postgres.IdleTimeout,
+		Metrics:          postgres.NewMetrics(reg),
+		Log:              log,
+	})
 }
 
 func metricsMux(reg *prometheus.Registry) *http.ServeMux {

@@ -1,0 +1,94 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/interlockhq/interlock/engine"
+)
+
+// cancelKey is the BackendKeyData the agent sees: random, never the
+// server's, so an agent learns nothing it could use directly against the
+// server and cannot cancel another agent's queries.
+type cancelKey struct {
+	pid    uint32
+	secret []byte
+}
+
+type cancelTarget struct {
+	agent     string
+	dst       netip.AddrPort
+	pid       uint32
+	secret    []byte
+	secretKey []byte // the agent-side secret, compared in constant time
+	sess      *engine.Session
+}
+
+// cancelRegistry maps agent-side keys to upstream backends.
+type cancelRegistry struct {
+	mu sync.Mutex
+	m  map[uint32]*cancelTarget
+}
+
+func newCancelRegistry() *cancelRegistry {
+	return &cancelRegistry{m: map[uint32]*cancelTarget{}}
+}
+
+func (r *cancelRegistry) register(s *engine.Session, up *upstream) cancelKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+		if _, taken := r.m[pid]; taken || pid == 0 {
+			continue
+		}
+		secret := append([]byte(nil), b[4:]...)
+		r.m[pid] = &cancelTarget{agent: s.Identity.Agent, dst: s.Identity.OrigDst, pid: up.pid, secret: up.secret, secretKey: secret, sess: s}
+		return cancelKey{pid: pid, secret: secret}
+	}
+}
+
+func (r *cancelRegistry) unregister(k cancelKey) {
+	r.mu.Lock()
+	delete(r.m, k.pid)
+	r.mu.Unlock()
+}
+
+// cancel forwards an agent's CancelRequest to the backend it names, if the
+// key is genuine and the requester is the same agent. A forged key does
+// nothing, exactly like the server, which never answers cancel requests.
+func (r *cancelRegistry) cancel(s *engine.Session, req *pgproto3.CancelRequest) {
+	r.mu.Lock()
+	t, ok := r.m[req.ProcessID]
+	r.mu.Unlock()
+	if !ok || subtle.ConstantTimeCompare(t.secretKey, req.SecretKey) != 1 || t.agent != s.Identity.Agent {
+		s.Log.Warn("ignored cancel request with an unknown key", "pid", req.ProcessID)
+		return
+	}
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	conn, err := s.DialContext(ctx, "tcp", t.dst.String())
+	if err != nil {
+		s.Log.Warn("cancel: dial target", "error", err)
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	msg, _ := (&pgproto3.CancelRequest{ProcessID: t.pid, SecretKey: t.secret}).Encode(nil)
+	if _, err := conn.Write(msg); err != nil {
+		s.Log.Warn("cancel: send", "error", err)
+		return
+	}
+	// The server closes the connection when it has processed the request.
+	conn.Read(make([]byte, 1))
+	t.sess.Log.Info("query cancelled at the agent's request")
+}

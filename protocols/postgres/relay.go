@@ -1,0 +1,106 @@
+package postgres
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/interlockhq/interlock/engine"
+)
+
+// serverLoop copies the server's messages to the agent. Rows and copy data
+// pass as raw bytes; only ReadyForQuery (transaction state), CommandComplete
+// and ErrorResponse (events, sentinel errors) are decoded. Output is flushed
+// whenever the server has nothing more buffered, so pipelined answers go
+// out in few writes.
+func (ss *session) serverLoop() error {
+	r := ss.up.r
+	w := ss.cc.w
+	var (
+		body    []byte
+		relayed int64 // bytes not yet accounted: metrics are updated per batch, not per row
+	)
+	defer func() { ss.s.AddBytes(engine.DirTargetToClient, relayed) }()
+	for {
+		if r.Buffered() == 0 {
+			ss.s.AddBytes(engine.DirTargetToClient, relayed)
+			relayed = 0
+			w.mu.Lock()
+			err := w.w.Flush()
+			w.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("write to agent: %w", err)
+			}
+		}
+		hdr, err := r.Peek(5)
+		if err != nil {
+			return err
+		}
+		typ := hdr[0]
+		n := int(binary.BigEndian.Uint32(hdr[1:5])) - 4
+		if n < 0 {
+			return fmt.Errorf("server sent a message of negative length")
+		}
+		relayed += int64(5 + n)
+		switch typ {
+		case 'Z', 'C', 'E':
+			if cap(body) < 5+n {
+				body = make([]byte, 5+n)
+			}
+			body = body[:5+n]
+			if _, err := io.ReadFull(r, body); err != nil {
+				return err
+			}
+			out, err := ss.serverMessage(typ, body)
+			if err != nil {
+				return err
+			}
+			w.mu.Lock()
+			_, err = w.w.Write(out)
+			w.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("write to agent: %w", err)
+			}
+		default:
+			w.mu.Lock()
+			_, err := io.CopyN(w.w, r, int64(5+n))
+			w.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("relay %q message: %w", typ, err)
+			}
+		}
+	}
+}
+
+// serverMessage looks at one decoded-worthy message (msg holds the type
+// byte, the length and the body) and returns the bytes for the agent.
+func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
+	body := msg[5:]
+	switch typ {
+	case 'Z':
+		if len(body) == 1 {
+			ss.txStatus.Store(uint32(body[0]))
+		}
+	case 'C':
+		tag := body
+		if len(tag) > 0 && tag[len(tag)-1] == 0 {
+			tag = tag[:len(tag)-1]
+		}
+		ss.h.cfg.Observer.CommandComplete(ss.s, tag)
+	case 'E':
+		var e pgproto3.ErrorResponse
+		if err := e.Decode(body); err != nil {
+			return nil, fmt.Errorf("decode server error: %w", err)
+		}
+		if mine := ss.takePending(e.Message); mine != nil {
+			// A sentinel's syntax error: the agent gets the policy's
+			// refusal in its place.
+			ss.h.cfg.Observer.ServerError(ss.s, mine)
+			return mine.Encode(nil)
+		}
+		ss.h.cfg.Observer.ServerError(ss.s, &e)
+	}
+	return msg, nil
+}

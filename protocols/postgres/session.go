@@ -1,0 +1,234 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/interlockhq/interlock/engine"
+	"github.com/interlockhq/interlock/engine/policy"
+)
+
+// session relays one agent connection. Two loops share it: clientLoop reads
+// the agent's messages, decides and forwards them; serverLoop copies the
+// server's messages back, decoding only the few it must see.
+//
+// Blocked statements are never answered by the engine directly, which would
+// race with the server's answers to earlier pipelined messages. Instead the
+// engine sends the server a sentinel that fails at once with a syntax error
+// (a Query or Parse of the single token interlock_blocked_<nonce>_<seq>, or
+// a Bind of a statement of that name), and serverLoop swaps that error for
+// the policy's 42501. The server thereby keeps the order of answers, aborts
+// an open transaction block and skips to the next Sync exactly as it would
+// for any failed statement, and the agent stays in step.
+type session struct {
+	h      *Handler
+	s      *engine.Session
+	cc     *clientConn
+	up     *upstream
+	target *policy.Target
+
+	upw     *bufio.Writer // only clientLoop writes upstream
+	buf     []byte
+	written int64 // bytes forwarded since the last flush, for metrics
+
+	sentinel string // "interlock_blocked_<nonce>_"
+	seq      uint64
+	mu       sync.Mutex
+	pending  map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
+
+	txStatus atomic.Uint32 // last ReadyForQuery status from the server
+
+	// clientLoop only.
+	prepared map[string]policy.Operation // SQL-level PREPARE name → operation
+	parsed   map[string]parsedStmt       // protocol-level statement name → state
+}
+
+type parsedStmt struct {
+	blocked *pgproto3.ErrorResponse
+}
+
+func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
+	var nonce [6]byte
+	rand.Read(nonce[:])
+	ss := &session{
+		h: h, s: s, cc: cc, up: up, target: t,
+		upw:      bufio.NewWriterSize(up.conn, 64<<10),
+		sentinel: "interlock_blocked_" + hex.EncodeToString(nonce[:]) + "_",
+		pending:  map[string]*pgproto3.ErrorResponse{},
+		prepared: map[string]policy.Operation{},
+		parsed:   map[string]parsedStmt{},
+	}
+	ss.txStatus.Store(uint32(up.txStatus))
+	return ss
+}
+
+func (ss *session) close() {
+	ss.up.conn.Close()
+	ss.h.cancels.unregister(ss.up.key)
+}
+
+// run relays until either side ends.
+func (ss *session) run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { ss.cc.conn.Close(); ss.up.conn.Close() })
+	defer stop()
+	var (
+		wg        sync.WaitGroup
+		serverErr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serverErr = ss.serverLoop()
+		// The server is gone: the agent's reads end too.
+		ss.cc.conn.Close()
+	}()
+	clientErr := ss.clientLoop(ctx)
+	ss.up.conn.Close()
+	wg.Wait()
+	if clientErr != nil {
+		return clientErr
+	}
+	if errors.Is(serverErr, net.ErrClosed) || errors.Is(serverErr, io.EOF) {
+		return nil
+	}
+	return serverErr
+}
+
+// clientLoop reads the agent's messages until it terminates.
+func (ss *session) clientLoop(ctx context.Context) error {
+	for {
+		if ss.h.cfg.IdleTimeout > 0 {
+			ss.cc.conn.SetReadDeadline(time.Now().Add(ss.h.cfg.IdleTimeout))
+		}
+		msg, err := ss.cc.be.Receive()
+		if err != nil {
+			return ss.clientReadError(err)
+		}
+		flush := false
+		switch m := msg.(type) {
+		case *pgproto3.Query:
+			err = ss.query(ctx, m)
+			flush = true
+		case *pgproto3.Parse:
+			err = ss.parse(ctx, m)
+		case *pgproto3.Bind:
+			err = ss.bind(m)
+		case *pgproto3.Close:
+			if m.ObjectType == 'S' {
+				delete(ss.parsed, m.Name)
+			}
+			err = ss.forward(m)
+		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.CopyData:
+			err = ss.forward(m)
+		case *pgproto3.Sync, *pgproto3.Flush, *pgproto3.CopyDone, *pgproto3.CopyFail:
+			err = ss.forward(m)
+			flush = true
+		case *pgproto3.FunctionCall:
+			err = ss.functionCall(ctx, m)
+			flush = true
+		case *pgproto3.Terminate:
+			ss.forward(m)
+			ss.flush()
+			return nil
+		default:
+			ss.cc.fatal("08P01", fmt.Sprintf("Interlock: unexpected message %T", msg))
+			return fmt.Errorf("agent sent unexpected %T", msg)
+		}
+		if err == nil && flush {
+			err = ss.flush()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (ss *session) clientReadError(err error) error {
+	var tooBig *pgproto3.ExceededMaxBodyLenErr
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return nil
+	case errors.As(err, &tooBig):
+		ss.cc.fatal("54000", fmt.Sprintf("Interlock: message of %d bytes exceeds the limit of %d bytes", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
+		return fmt.Errorf("agent message too large: %w", err)
+	case isTimeout(err):
+		ss.cc.fatal("57P05", "Interlock: terminating connection due to idle timeout")
+		return errors.New("agent idle timeout")
+	}
+	ss.cc.fatal("08P01", "Interlock: invalid message: "+err.Error())
+	return fmt.Errorf("read agent message: %w", err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// forward encodes msg onto the upstream buffer.
+func (ss *session) forward(msg pgproto3.FrontendMessage) error {
+	var err error
+	ss.buf, err = msg.Encode(ss.buf[:0])
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", msg, err)
+	}
+	if _, err := ss.upw.Write(ss.buf); err != nil {
+		return fmt.Errorf("write to target: %w", err)
+	}
+	ss.written += int64(len(ss.buf))
+	return nil
+}
+
+func (ss *session) flush() error {
+	ss.s.AddBytes(engine.DirClientToTarget, ss.written)
+	ss.written = 0
+	if err := ss.upw.Flush(); err != nil {
+		return fmt.Errorf("write to target: %w", err)
+	}
+	return nil
+}
+
+// block registers the error the agent gets for a refused statement and
+// returns the sentinel token that makes the server fail in its place.
+func (ss *session) block(e *pgproto3.ErrorResponse) string {
+	ss.seq++
+	token := fmt.Sprintf("%s%d", ss.sentinel, ss.seq)
+	ss.mu.Lock()
+	ss.pending[token] = e
+	ss.mu.Unlock()
+	return token
+}
+
+// takePending returns (and forgets) the agent's error for a server error
+// that a sentinel caused.
+func (ss *session) takePending(msg string) *pgproto3.ErrorResponse {
+	i := strings.Index(msg, ss.sentinel)
+	if i < 0 {
+		return nil
+	}
+	j := i + len(ss.sentinel)
+	for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
+		j++
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	e := ss.pending[msg[i:j]]
+	delete(ss.pending, msg[i:j])
+	return e
+}
+
+func (ss *session) inTransaction() bool {
+	st := byte(ss.txStatus.Load())
+	return st == 'T' || st == 'E'
+}

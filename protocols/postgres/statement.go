@@ -1,0 +1,206 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/interlockhq/interlock/engine/policy"
+)
+
+// Protocol paths a statement can arrive on, for events and metrics.
+const (
+	PathSimple   = "simple"
+	PathExtended = "extended"
+	PathFastpath = "fastpath"
+)
+
+// decision is the outcome for one protocol message (a Query may hold several
+// statements; the first refusal wins).
+type decision struct {
+	refuse *pgproto3.ErrorResponse
+}
+
+// decide classifies sql, asks the policy about every statement and tells
+// the observer. inTx is the transaction state before the first statement.
+func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Classification) {
+	cl, err := ss.h.cfg.Classifier.Classify(sql)
+	if err != nil {
+		ss.s.Log.Error("classifier failed; refusing the statement", "error", err)
+		return decision{refuse: refusal("the statement could not be classified (internal error)", "")}, nil
+	}
+	pol := ss.h.cfg.Policy()
+	roles := pol.AgentRoles(ss.s.Identity.Agent)
+	inTx := ss.inTransaction()
+	type decided struct {
+		op     policy.Operation
+		d      policy.Decision
+		refuse *pgproto3.ErrorResponse
+	}
+	ds := make([]decided, len(cl.Statements))
+	var out decision
+	for i := range cl.Statements {
+		st := &cl.Statements[i]
+		op := st.Op
+		if st.Execute != "" {
+			prep, ok := ss.prepared[st.Execute]
+			if ok {
+				op = st.ResolveExecute(prep)
+			} else {
+				op.Unclassified = true
+				op.Reason = fmt.Sprintf("EXECUTE of prepared statement %q, which this session did not prepare through Interlock", st.Execute)
+			}
+		}
+		op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, roles
+		op.Attrs.InTransaction = inTx
+		d := pol.Decide(&op)
+		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
+		if ds[i].refuse != nil && out.refuse == nil {
+			out.refuse = ds[i].refuse
+		}
+		switch st.TxControl.Kind {
+		case TxBegin:
+			inTx = true
+		case TxCommit, TxRollback, TxPrepare:
+			inTx = st.TxControl.Chain
+		}
+	}
+	// The observer hears every statement with its final fate, before
+	// anything is forwarded.
+	for i := range ds {
+		st := &cl.Statements[i]
+		ev := StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil}
+		if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
+			// Nothing runs that was not recorded: fail closed.
+			ss.s.Log.Error("statement refused: observer failed", "error", err)
+			ds[i].refuse = refusal("the statement could not be recorded: "+err.Error(), "")
+			if out.refuse == nil {
+				out.refuse = ds[i].refuse
+			}
+		}
+		ss.h.cfg.Metrics.statement(ss.s.Identity.Agent, ss.target.Name, ds[i].d.Verdict, ds[i].refuse != nil)
+		if ds[i].refuse != nil {
+			ss.s.Log.Info("statement blocked", "path", path, "rule", ds[i].d.RuleID, "reason", ds[i].d.Reason(), "sql", truncate(st.Text, 200))
+		} else {
+			ss.s.Log.Debug("statement decided", "path", path, "verdict", ds[i].d.Verdict, "rule", ds[i].d.RuleID, "forwarded", out.refuse == nil)
+		}
+	}
+	if out.refuse == nil {
+		// Only statements that will run change the session's prepared
+		// statement table.
+		for i := range cl.Statements {
+			st := &cl.Statements[i]
+			switch {
+			case st.Prepare != "":
+				ss.prepared[st.Prepare] = st.Op
+			case st.Deallocate == "*":
+				clear(ss.prepared)
+			case st.Deallocate != "":
+				delete(ss.prepared, st.Deallocate)
+			}
+		}
+	}
+	return out, cl
+}
+
+// verdict maps a decision to a refusal, or nil to forward. Approval and
+// masking are enforced by their own stages; until an observer takes them
+// over they fail closed here.
+func (ss *session) verdict(d *policy.Decision) *pgproto3.ErrorResponse {
+	switch d.Verdict {
+	case policy.VerdictAllow:
+		return nil
+	case policy.VerdictBlock:
+		return refusal(d.Reason(), d.RuleID)
+	case policy.VerdictApprove:
+		if ss.h.cfg.Observer.Handles(d) {
+			return nil
+		}
+		return refusal("the statement needs a human approval (rule "+d.RuleID+"), and approvals are not enabled in this engine", d.RuleID)
+	case policy.VerdictMask:
+		if ss.h.cfg.Observer.Handles(d) {
+			return nil
+		}
+		return refusal("the results must be masked (rule "+d.RuleID+"), and masking is not enabled in this engine", d.RuleID)
+	}
+	return refusal("unknown verdict", d.RuleID)
+}
+
+// refusal is the error an agent gets for a blocked statement: SQLSTATE
+// 42501 (insufficient_privilege), the reason and the deciding rule.
+func refusal(reason, rule string) *pgproto3.ErrorResponse {
+	e := &pgproto3.ErrorResponse{
+		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501",
+		Message: "Interlock: " + reason,
+	}
+	if rule != "" {
+		e.Hint = "Refused by Interlock policy rule " + rule + "."
+	}
+	return e
+}
+
+func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
+	d, _ := ss.decide(ctx, m.String, PathSimple)
+	if d.refuse != nil {
+		// If any statement is refused, none is forwarded.
+		return ss.forward(&pgproto3.Query{String: ss.block(d.refuse)})
+	}
+	return ss.forward(m)
+}
+
+func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
+	d, _ := ss.decide(ctx, m.Query, PathExtended)
+	if d.refuse != nil {
+		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
+		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
+	}
+	ss.parsed[m.Name] = parsedStmt{}
+	return ss.forward(m)
+}
+
+// bind refuses to bind a statement whose Parse was blocked: the server
+// never created it, but an unnamed statement's predecessor might still
+// exist there, so the Bind is pointed at a name that cannot.
+func (ss *session) bind(m *pgproto3.Bind) error {
+	if p, ok := ss.parsed[m.PreparedStatement]; ok && p.blocked != nil {
+		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
+	}
+	return ss.forward(m)
+}
+
+// functionCall handles the fast-path protocol (libpq's lo_* functions use
+// it). The message names the function by OID only, so it is presented to
+// the policy as function "fastpath.<oid>", which no rule covers unless
+// written for it.
+func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) error {
+	pol := ss.h.cfg.Policy()
+	op := policy.Operation{
+		Agent: ss.s.Identity.Agent, Target: ss.target.Name, Protocol: policy.ProtocolPostgres,
+		Roles: pol.AgentRoles(ss.s.Identity.Agent), Action: policy.ActionExecute,
+		Objects: []policy.Object{{Kind: policy.KindFunction, Name: "fastpath." + strconv.FormatUint(uint64(m.Function), 10), Action: policy.ActionExecute}},
+	}
+	op.Attrs.InTransaction = ss.inTransaction()
+	d := pol.Decide(&op)
+	refuse := ss.verdict(&d)
+	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil}
+	if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
+		refuse = refusal("the call could not be recorded: "+err.Error(), "")
+	}
+	ss.h.cfg.Metrics.statement(ss.s.Identity.Agent, ss.target.Name, d.Verdict, refuse != nil)
+	if refuse != nil {
+		ss.s.Log.Info("fastpath call blocked", "oid", m.Function, "rule", d.RuleID)
+		// A failing Query gets the same answer shape (error, then
+		// ReadyForQuery) as a failing FunctionCall.
+		return ss.forward(&pgproto3.Query{String: ss.block(refuse)})
+	}
+	return ss.forward(m)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
