@@ -155,13 +155,15 @@ func (p *Policy) Decide(op *Operation) Decision {
 	for i := range op.Objects {
 		ev.object(&src, &op.Objects[i], &op.Attrs, passObject)
 	}
-	// The statement pass. Statements without objects (BEGIN, CHECKPOINT)
+	// The statement pass. Statements without objects (BEGIN, SELECT 1)
 	// and statements whose objects are all implicitly covered (SELECT
 	// now()) are judged on the statement action alone, so an agent still
-	// needs a rule for what it does. Otherwise the statement action only
-	// meets block and approve rules without object selectors: "block
-	// copy_to_program" must hold even when the classifier gives the copied
-	// table the action select.
+	// needs a rule for what it does; an allow rule listing the action
+	// covers it whatever its object selectors (there is no object to test
+	// them on). Otherwise the statement action only meets block and
+	// approve rules without object selectors: "block copy_to_program" must
+	// hold even when the classifier gives the copied table the action
+	// select.
 	pass := passStatementRestrictive
 	if !ev.explicit && !ev.uncovered {
 		pass = passStatement
@@ -196,7 +198,7 @@ type pass uint8
 
 const (
 	passObject               pass = iota // an object of the operation
-	passStatement                        // the statement action, which must be covered
+	passStatement                        // the statement action, which must be covered; allow rules ignore selectors
 	passStatementRestrictive             // the statement action, block/approve rules only
 )
 
@@ -206,19 +208,18 @@ func (ev *evaluation) object(src *source, o *Object, attrs *Attributes, pass pas
 	if a >= actionCount {
 		a = ActionUnknown // no rule lists it, so the object stays uncovered
 	}
-	restrictive := pass == passStatementRestrictive
 	covered := false
 	if src.merged != nil {
-		covered = ev.groups(&src.merged.byAction[a], o, attrs, restrictive, false)
+		covered = ev.groups(&src.merged.byAction[a], o, attrs, pass, false)
 	} else {
-		covered = ev.groups(&src.tr.global.byAction[a], o, attrs, restrictive, false)
+		covered = ev.groups(&src.tr.global.byAction[a], o, attrs, pass, false)
 		for _, name := range src.roles {
 			if ix := src.tr.roles[name]; ix != nil {
-				covered = ev.groups(&ix.byAction[a], o, attrs, restrictive, covered)
+				covered = ev.groups(&ix.byAction[a], o, attrs, pass, covered)
 			}
 		}
 	}
-	if restrictive {
+	if pass == passStatementRestrictive {
 		return
 	}
 	ev.explicit = ev.explicit || covered
@@ -231,9 +232,8 @@ func (ev *evaluation) object(src *source, o *Object, attrs *Attributes, pass pas
 // groups matches one object against the candidate rules of one action and
 // reports whether it is covered (covered says whether an earlier list
 // already covered it). Lists are in policy order, so each can stop at its
-// first match, except masks, which all apply. restrictive limits matching
-// to block and approve rules.
-func (ev *evaluation) groups(g *ruleGroups, o *Object, attrs *Attributes, restrictive, covered bool) bool {
+// first match, except masks, which all apply.
+func (ev *evaluation) groups(g *ruleGroups, o *Object, attrs *Attributes, pass pass, covered bool) bool {
 	best := ev.best[VerdictBlock]
 	for _, r := range g.block {
 		if best != nil && r.idx >= best.idx {
@@ -250,7 +250,7 @@ func (ev *evaluation) groups(g *ruleGroups, o *Object, attrs *Attributes, restri
 		return true
 	}
 	covered = ev.first(g.approve, VerdictApprove, o, attrs) || covered
-	if restrictive {
+	if pass == passStatementRestrictive {
 		return covered
 	}
 	for _, r := range g.mask {
@@ -264,10 +264,21 @@ func (ev *evaluation) groups(g *ruleGroups, o *Object, attrs *Attributes, restri
 	}
 	// Covered by an approve or mask rule: which allow rule also matches
 	// cannot change the decision any more.
-	if !covered {
-		covered = ev.first(g.allow, VerdictAllow, o, attrs)
+	if covered {
+		return true
 	}
-	return covered
+	if pass == passStatement {
+		for _, r := range g.allow {
+			if r.matchesAction(o, attrs) {
+				if b := ev.best[VerdictAllow]; b == nil || r.idx < b.idx {
+					ev.best[VerdictAllow] = r
+				}
+				return true
+			}
+		}
+		return false
+	}
+	return ev.first(g.allow, VerdictAllow, o, attrs)
 }
 
 // first finds the first matching rule of a list in policy order and records
@@ -314,10 +325,7 @@ func implicitlyCovered(o *Object) bool {
 
 // matches reports whether r matches one object of an operation.
 func (r *rule) matches(o *Object, attrs *Attributes) bool {
-	if !r.actions.Has(o.Action) && !r.matchesCall(o) {
-		return false
-	}
-	if !r.when.ok(attrs, r.decision) {
+	if !r.matchesAction(o, attrs) {
 		return false
 	}
 	if !r.hasSelector {
@@ -338,6 +346,11 @@ func (r *rule) matches(o *Object, attrs *Attributes) bool {
 		return r.databases.match(o.Name)
 	}
 	return false
+}
+
+// matchesAction tests the action and the conditions, not the selectors.
+func (r *rule) matchesAction(o *Object, attrs *Attributes) bool {
+	return (r.actions.Has(o.Action) || r.matchesCall(o)) && r.when.ok(attrs, r.decision)
 }
 
 // matchesCall: a call of a categorised function matches a rule naming its

@@ -163,7 +163,12 @@ func TestDecide(t *testing.T) {
 
 		// Functions.
 		{"built-in implicitly covered", "reader", "db", ActionSelect, []Object{table("public.t", ActionSelect), fn("pg_catalog.lower")}, where, VerdictAllow, "reader-read"},
-		{"only built-ins judged on statement", "reader", "db", ActionSelect, []Object{fn("pg_catalog.now")}, where, VerdictBlock, RuleDefaultDeny},
+		{"only built-ins judged on statement", "reader", "db", ActionSelect, []Object{fn("pg_catalog.now")}, where, VerdictAllow, "reader-read"},
+		{"no objects: allow rule selectors ignored", "reader", "db", ActionSelect, nil, where, VerdictAllow, "reader-read"},
+		{"no objects: action still needed", "reader", "db", ActionInsert, nil, where, VerdictBlock, RuleDefaultDeny},
+		{"no objects: selector-less rule of another target", "reader", "db2", ActionExplain, nil, where, VerdictBlock, RuleDefaultDeny},
+		{"no objects: block with selectors does not apply", "writer", "db", ActionSelect, nil, where, VerdictAllow, "reader-read"},
+		{"no objects: mask with selectors does not apply", "auditor", "db", ActionSelect, nil, where, VerdictBlock, RuleDefaultDeny},
 		{"only built-ins, statement allowed", "reader", "db", ActionBegin, []Object{fn("pg_catalog.now")}, where, VerdictAllow, "base-tx"},
 		{"user function needs a rule", "reader", "db", ActionSelect, []Object{table("public.t", ActionSelect), fn("public.other_fn")}, where, VerdictBlock, RuleDefaultDeny},
 		{"user function by name", "reader", "db", ActionSelect, []Object{table("public.t", ActionSelect), fn("public.safe_fn")}, where, VerdictAllow, "reader-read"},

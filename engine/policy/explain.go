@@ -21,7 +21,8 @@ type ObjectTrace struct {
 	Covered bool
 	// Statement marks the statement-action entry. When the operation has
 	// explicitly covered objects, it only lists block and approve rules
-	// and its coverage does not matter.
+	// without object selectors and its coverage does not matter; otherwise
+	// allow rules listing the action match whatever their selectors.
 	Statement bool
 	Matches   []RuleInfo
 }
@@ -38,13 +39,17 @@ func (p *Policy) Explain(op *Operation) Explanation {
 	}
 	explicit, allCovered := false, true
 	for i := range op.Objects {
-		t := p.trace(tr, ex.Roles, &op.Objects[i], &op.Attrs, false)
+		t := p.trace(tr, ex.Roles, &op.Objects[i], &op.Attrs, passObject)
 		explicit = explicit || hasCovering(t.Matches)
 		allCovered = allCovered && t.Covered
 		ex.Objects = append(ex.Objects, t)
 	}
 	o := Object{Action: op.Action}
-	t := p.trace(tr, ex.Roles, &o, &op.Attrs, explicit || !allCovered)
+	pass := passStatement
+	if explicit || !allCovered {
+		pass = passStatementRestrictive
+	}
+	t := p.trace(tr, ex.Roles, &o, &op.Attrs, pass)
 	t.Statement = true
 	ex.Objects = append(ex.Objects, t)
 	return ex
@@ -59,15 +64,15 @@ func hasCovering(m []RuleInfo) bool {
 	return false
 }
 
-func (p *Policy) trace(tr *targetRules, roles []string, o *Object, attrs *Attributes, restrictive bool) ObjectTrace {
+func (p *Policy) trace(tr *targetRules, roles []string, o *Object, attrs *Attributes, pass pass) ObjectTrace {
 	t := ObjectTrace{Object: *o, Implicit: implicitlyCovered(o)}
 	var seen []*rule
 	collect := func(list []*rule) {
 		for _, r := range list {
-			if restrictive && r.decision != VerdictBlock && r.decision != VerdictApprove {
+			if pass == passStatementRestrictive && r.decision != VerdictBlock && r.decision != VerdictApprove {
 				continue
 			}
-			if r.matches(o, attrs) {
+			if r.matches(o, attrs) || (pass == passStatement && r.decision == VerdictAllow && r.matchesAction(o, attrs)) {
 				seen = append(seen, r)
 			}
 		}
