@@ -21,6 +21,7 @@ type classCase struct {
 	Name string     `yaml:"name"`
 	SQL  string     `yaml:"sql"`
 	Want []wantStmt `yaml:"want"` // one per statement, in order
+	Note string     `yaml:"note"` // free text for readers
 }
 
 // wantStmt is what one statement must classify as. Objects are written

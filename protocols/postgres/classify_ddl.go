@@ -142,6 +142,8 @@ func (w *walker) parts(v jval) []string {
 		return []string{w.t.getStr(v, "sval")}
 	case "Integer":
 		return []string{strconv.Itoa(w.t.getInt(body, "ival"))}
+	case "Float":
+		return []string{w.t.getStr(body, "fval")}
 	case "List":
 		var out []string
 		items := w.t.children(w.field(body, "items"))
@@ -418,6 +420,7 @@ func (w *walker) ddl(typ string, v jval, st *Statement) bool {
 		if w.t.getBool(v, "replace") {
 			w.createdObject(policy.KindFunction, "", parts, alter)
 		}
+		w.functionLanguage(v, create)
 		// A BEGIN ATOMIC body is parsed: its statements are walked like
 		// any other. A string body (AS $$ … $$) is not examined.
 		w.utility(typ, v, create, "funcname")
@@ -666,4 +669,33 @@ func (w *walker) defineStmt(v jval, st *Statement) {
 		}
 	}
 	w.utility("DefineStmt", v, policy.ActionCreate, "defnames", "definition")
+}
+
+// functionLanguage records the language of CREATE FUNCTION/PROCEDURE as
+// "language:<name>", so that rules can allow sql and plpgsql but not
+// untrusted languages, and for LANGUAGE C the shared library the server
+// will load as a path.
+func (w *walker) functionLanguage(v jval, act policy.Action) {
+	lang := ""
+	var as []string
+	for _, o := range w.t.children(w.field(v, "options")) {
+		_, d := w.nodeType(o)
+		switch w.t.getStr(d, "defname") {
+		case "language":
+			lang, _ = w.defArg(w.field(d, "arg"))
+		case "as":
+			as = w.parts(w.field(d, "arg"))
+		}
+	}
+	if lang == "" {
+		if !w.has(v, "sql_body") {
+			return // the server rejects a function without a language
+		}
+		lang = "sql"
+	}
+	lang = strings.ToLower(lang)
+	w.add(policy.Object{Kind: policy.KindOther, Name: "language:" + lang, Action: act})
+	if lang == "c" && len(as) > 0 {
+		w.add(policy.Object{Kind: policy.KindPath, Name: as[0], Action: act})
+	}
 }

@@ -117,7 +117,17 @@ func (w *walker) statement(typ string, v jval, st *Statement) {
 	// Procedural.
 	case "DoStmt":
 		// The body is not examined: DO is blocked unless a rule allows it.
+		// Its language is reported (plpgsql unless given) so that a rule
+		// can tell PL/pgSQL from an untrusted language.
 		op.Action, st.Tag = policy.ActionDo, "DO"
+		lang := "plpgsql"
+		for _, o := range w.t.children(w.field(v, "args")) {
+			_, d := w.nodeType(o)
+			if w.t.getStr(d, "defname") == "language" {
+				lang, _ = w.defArg(w.field(d, "arg"))
+			}
+		}
+		w.add(policy.Object{Kind: policy.KindOther, Name: "language:" + strings.ToLower(lang), Action: op.Action})
 	case "CallStmt":
 		op.Action, st.Tag = policy.ActionCall, "CALL"
 		w.funcCall(w.field(v, "funccall"), policy.ActionCall)

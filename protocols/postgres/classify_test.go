@@ -204,7 +204,7 @@ func TestEveryCallReported(t *testing.T) {
 					continue
 				}
 				if !slices.ContainsFunc(st.Op.Objects, func(o policy.Object) bool {
-					return strings.HasSuffix(o.Name, r)
+					return strings.HasSuffix(o.Name, quoteIdent(r))
 				}) {
 					t.Errorf("%q: relation %s not reported: %v", st.Text, r, st.Op.Objects)
 				}
