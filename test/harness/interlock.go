@@ -182,6 +182,17 @@ func (d *Daemon) Signal(sig syscall.Signal) {
 	}
 }
 
+// PID returns the process id of the running daemon, or 0 when it is not
+// running (never started, stopped or killed).
+func (d *Daemon) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
 // Stop ends the daemon with SIGTERM and waits for it.
 func (d *Daemon) Stop() { d.end(syscall.SIGTERM) }
 
