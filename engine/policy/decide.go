@@ -78,7 +78,7 @@ type Decision struct {
 // Mask returns the merged masking to apply to the results, or nil. It is set
 // for mask decisions and also for approve decisions whose operation matched
 // mask rules too: an approved statement's results are still masked.
-func (d *Decision) Mask() *MaskSpec {
+func (d Decision) Mask() *MaskSpec {
 	if d.policy == nil || (d.Verdict != VerdictMask && d.Verdict != VerdictApprove) {
 		return nil
 	}
@@ -87,7 +87,7 @@ func (d *Decision) Mask() *MaskSpec {
 
 // Reason renders the decision as one sentence for an error message sent to
 // the agent or an audit record.
-func (d *Decision) Reason() string {
+func (d Decision) Reason() string {
 	var b strings.Builder
 	switch d.RuleID {
 	case RuleUnclassified:

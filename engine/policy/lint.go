@@ -38,9 +38,9 @@ func (p *Policy) Lint() []Warning {
 		}
 	}
 	agentRole := map[string]bool{}
-	for _, a := range p.agents {
+	for i, a := range p.agents {
 		if len(a.Roles) == 0 {
-			warn(a.line, "", "agent %q has no roles: only global rules apply to it", a.Name)
+			warn(p.agentLines[i], "", "agent %q has no roles: only global rules apply to it", a.Name)
 		}
 		for _, r := range a.Roles {
 			agentRole[r] = true
@@ -50,7 +50,7 @@ func (p *Policy) Lint() []Warning {
 	for _, r := range p.rules {
 		// Targets that do not exist.
 		if len(r.targets) > 0 {
-			any := false
+			found := false
 			for i, g := range r.targets {
 				n := 0
 				for _, t := range p.targets {
@@ -61,9 +61,9 @@ func (p *Policy) Lint() []Warning {
 				if n == 0 {
 					warn(r.line, r.id, "rule %s: target %q matches no defined target", r.id, r.targetSpec[i])
 				}
-				any = any || n > 0
+				found = found || n > 0
 			}
-			if !any {
+			if !found {
 				warn(r.line, r.id, "rule %s can never match: none of its targets is defined", r.id)
 			}
 		}

@@ -21,8 +21,12 @@ type Policy struct {
 	targetIdx map[string]int
 	agents    []Agent
 	agentIdx  map[string]int
-	roles     []*role
-	roleIdx   map[string]int
+	// Lines of the definitions, kept apart so that Target and Agent compare
+	// equal across reloads that only move them in the file.
+	targetLines []int
+	agentLines  []int
+	roles       []*role
+	roleIdx     map[string]int
 
 	// agentRoles is each agent's role list with inheritance expanded.
 	agentRoles map[string][]string
@@ -55,8 +59,6 @@ type Agent struct {
 	// user.interlock.agent xattr).
 	Cgroups     []string
 	OIDCSubject string
-
-	line int
 }
 
 // Egress is an agent's default for non-target destinations.
@@ -110,8 +112,6 @@ type Target struct {
 	// Credentials are injected by the engine when Auth is "inject".
 	Credentials Credentials
 	TLS         TargetTLS
-
-	line int
 }
 
 // Protocols and auth modes understood in target definitions.

@@ -128,7 +128,7 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 	endpoints := map[string]string{}
 	d.sequence(n, "targets", func(i int, v *yaml.Node) {
 		v = d.resolve(v)
-		t := Target{line: v.Line}
+		var t Target
 		what := fmt.Sprintf("target #%d", i+1)
 		if nn := nameField(v); nn != nil && nn.Kind == yaml.ScalarNode && nn.Value != "" {
 			what = fmt.Sprintf("target %q", nn.Value)
@@ -210,7 +210,7 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 		}
 		if t.Name != "" {
 			if j, dup := p.targetIdx[t.Name]; dup {
-				d.errorf(v, "target %q is defined twice (first at line %d)", t.Name, p.targets[j].line)
+				d.errorf(v, "target %q is defined twice (first at line %d)", t.Name, p.targetLines[j])
 				return
 			}
 		}
@@ -225,6 +225,7 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 			p.targetIdx[t.Name] = len(p.targets)
 		}
 		p.targets = append(p.targets, t)
+		p.targetLines = append(p.targetLines, v.Line)
 	})
 }
 
@@ -365,7 +366,7 @@ func (d *decoder) agents(p *Policy, n *yaml.Node) {
 	cgroupOwner := map[string]string{}
 	d.sequence(n, "agents", func(i int, v *yaml.Node) {
 		v = d.resolve(v)
-		a := Agent{line: v.Line}
+		var a Agent
 		what := fmt.Sprintf("agent #%d", i+1)
 		if nn := nameField(v); nn != nil && nn.Kind == yaml.ScalarNode && nn.Value != "" {
 			what = fmt.Sprintf("agent %q", nn.Value)
@@ -441,11 +442,12 @@ func (d *decoder) agents(p *Policy, n *yaml.Node) {
 			d.errorf(allowNode, "%s: egress_allow is only used with egress: deny", what)
 		}
 		if j, dup := p.agentIdx[a.Name]; dup {
-			d.errorf(v, "agent %q is defined twice (first at line %d)", a.Name, p.agents[j].line)
+			d.errorf(v, "agent %q is defined twice (first at line %d)", a.Name, p.agentLines[j])
 			return
 		}
 		p.agentIdx[a.Name] = len(p.agents)
 		p.agents = append(p.agents, a)
+		p.agentLines = append(p.agentLines, v.Line)
 	})
 }
 

@@ -271,9 +271,7 @@ targets:
 		if !ok {
 			t.Fatalf("target %s missing", tt.name)
 		}
-		g := *got
-		g.line = 0
-		if g != tt.want {
+		if g := *got; g != tt.want {
 			t.Errorf("target %s:\n got %+v\nwant %+v", tt.name, g, tt.want)
 		}
 		if p.Targets()[i].Name != tt.name {
