@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -74,21 +75,37 @@ func (r *cancelRegistry) cancel(s *engine.Session, req *pgproto3.CancelRequest) 
 		s.Log.Warn("ignored cancel request with an unknown key", "pid", req.ProcessID)
 		return
 	}
+	if err := sendCancel(s, t.dst, t.pid, t.secret); err != nil {
+		s.Log.Warn("cancel request failed", "error", err)
+		return
+	}
+	t.sess.Log.Info("query cancelled at the agent's request")
+}
+
+// cancelBackend stops whatever the server is doing for a session whose
+// agent is gone.
+func (r *cancelRegistry) cancelBackend(s *engine.Session, up *upstream) {
+	if err := sendCancel(s, s.Identity.OrigDst, up.pid, up.secret); err != nil {
+		s.Log.Warn("cancel after agent disconnect failed", "error", err)
+		return
+	}
+	s.Log.Info("cancelled the server's running query: the agent disconnected")
+}
+
+func sendCancel(s *engine.Session, dst netip.AddrPort, pid uint32, secret []byte) error {
 	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
-	conn, err := s.DialContext(ctx, "tcp", t.dst.String())
+	conn, err := s.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
-		s.Log.Warn("cancel: dial target", "error", err)
-		return
+		return fmt.Errorf("dial target: %w", err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	msg, _ := (&pgproto3.CancelRequest{ProcessID: t.pid, SecretKey: t.secret}).Encode(nil)
+	msg, _ := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}).Encode(nil)
 	if _, err := conn.Write(msg); err != nil {
-		s.Log.Warn("cancel: send", "error", err)
-		return
+		return fmt.Errorf("send: %w", err)
 	}
-	// The server closes the connection when it has processed the request.
+	// The server closes the connection once it has processed the request.
 	conn.Read(make([]byte, 1))
-	t.sess.Log.Info("query cancelled at the agent's request")
+	return nil
 }

@@ -83,6 +83,7 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 		if len(body) == 1 {
 			ss.txStatus.Store(uint32(body[0]))
 		}
+		ss.inFlight.Add(-1)
 	case 'C':
 		tag := body
 		if len(tag) > 0 && tag[len(tag)-1] == 0 {

@@ -49,6 +49,9 @@ type session struct {
 	pending  map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
+	// inFlight counts requests (Query, Sync, FunctionCall) the server has
+	// not answered with ReadyForQuery yet.
+	inFlight atomic.Int64
 
 	// clientLoop only.
 	prepared map[string]policy.Operation // SQL-level PREPARE name → operation
@@ -95,6 +98,11 @@ func (ss *session) run(ctx context.Context) error {
 		ss.cc.conn.Close()
 	}()
 	clientErr := ss.clientLoop(ctx)
+	if ss.inFlight.Load() > 0 {
+		// The agent left (or broke the protocol) while the server is still
+		// working for it: stop that work instead of letting it run on.
+		ss.h.cancels.cancelBackend(ss.s, ss.up)
+	}
 	ss.up.conn.Close()
 	wg.Wait()
 	if clientErr != nil {
@@ -119,6 +127,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		flush := false
 		switch m := msg.(type) {
 		case *pgproto3.Query:
+			ss.inFlight.Add(1)
 			err = ss.query(ctx, m)
 			flush = true
 		case *pgproto3.Parse:
@@ -132,10 +141,15 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			err = ss.forward(m)
 		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.CopyData:
 			err = ss.forward(m)
-		case *pgproto3.Sync, *pgproto3.Flush, *pgproto3.CopyDone, *pgproto3.CopyFail:
+		case *pgproto3.Sync:
+			ss.inFlight.Add(1)
+			err = ss.forward(m)
+			flush = true
+		case *pgproto3.Flush, *pgproto3.CopyDone, *pgproto3.CopyFail:
 			err = ss.forward(m)
 			flush = true
 		case *pgproto3.FunctionCall:
+			ss.inFlight.Add(1)
 			err = ss.functionCall(ctx, m)
 			flush = true
 		case *pgproto3.Terminate:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -57,6 +58,12 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		op.Attrs.InTransaction = inTx
 		d := pol.Decide(&op)
 		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
+		if name, ok := pinnedSetting(&op); ok && ds[i].refuse == nil {
+			// The classification of every later statement depends on these
+			// settings keeping the values the engine pinned at startup, so
+			// no policy can allow changing them.
+			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: it would change how later statements are understood", "")
+		}
 		if ds[i].refuse != nil && out.refuse == nil {
 			out.refuse = ds[i].refuse
 		}
@@ -103,6 +110,20 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		}
 	}
 	return out, cl
+}
+
+// pinnedSetting reports whether op changes a parameter the engine pins (see
+// pinnedParams). RESET returns to the pinned session default and is fine.
+func pinnedSetting(op *policy.Operation) (string, bool) {
+	for _, o := range op.Objects {
+		if o.Kind != policy.KindSetting || o.Action == policy.ActionReset {
+			continue
+		}
+		if _, pinned := pinnedParams[strings.ToLower(o.Name)]; pinned || o.Name == "*" && o.Action != policy.ActionReset {
+			return o.Name, true
+		}
+	}
+	return "", false
 }
 
 // verdict maps a decision to a refusal, or nil to forward. Approval and

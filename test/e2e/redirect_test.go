@@ -18,6 +18,7 @@ import (
 
 func TestMain(m *testing.M) {
 	harness.MaybeDial()
+	harness.MaybePgx()
 	os.Exit(m.Run())
 }
 

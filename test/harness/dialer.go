@@ -3,6 +3,7 @@ package harness
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -33,7 +34,10 @@ func MaybeDial() {
 	if spec == "" {
 		return
 	}
-	var req struct{ Network, Addr string }
+	var req struct {
+		Network, Addr string
+		Payload       []byte
+	}
 	json.Unmarshal([]byte(spec), &req)
 	res := DialResult{PID: os.Getpid()}
 	var (
@@ -58,10 +62,18 @@ func MaybeDial() {
 		res.Remote = c.RemoteAddr().String()
 		res.Local = c.LocalAddr().String()
 		c.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(c, "ping\n")
-		buf := make([]byte, 64)
-		n, _ := c.Read(buf)
-		res.Reply = string(buf[:n])
+		if req.Payload != nil {
+			// Raw mode: send the bytes, read everything until the peer
+			// closes or goes quiet.
+			c.Write(req.Payload)
+			b, _ := io.ReadAll(c)
+			res.Reply = string(b)
+		} else {
+			fmt.Fprintf(c, "ping\n")
+			buf := make([]byte, 64)
+			n, _ := c.Read(buf)
+			res.Reply = string(buf[:n])
+		}
 		c.Close()
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
@@ -130,7 +142,17 @@ func sendtoUDP(addr string) string {
 // what it saw.
 func Dial(t testing.TB, cgroupPath, network, addr string) DialResult {
 	t.Helper()
-	spec, _ := json.Marshal(struct{ Network, Addr string }{network, addr})
+	return DialRaw(t, cgroupPath, network, addr, nil)
+}
+
+// DialRaw is Dial sending payload instead of "ping\n" and reading until the
+// peer closes (or 3 s pass).
+func DialRaw(t testing.TB, cgroupPath, network, addr string, payload []byte) DialResult {
+	t.Helper()
+	spec, _ := json.Marshal(struct {
+		Network, Addr string
+		Payload       []byte
+	}{network, addr, payload})
 	cmd := Command(t, cgroupPath, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), dialEnv+"="+string(spec))
 	out, err := cmd.Output()

@@ -226,9 +226,9 @@ func (d *Daemon) Logs() string {
 	return d.logs.String()
 }
 
-// Metric returns the value of the first sample of name whose labels
-// contain every given `key="value"` pair: 0 when there is none, -1 when the
-// endpoint cannot be scraped.
+// Metric returns the sum of the samples of name whose labels contain every
+// given `key="value"` pair: 0 when there is none, -1 when the endpoint
+// cannot be scraped.
 func (d *Daemon) Metric(name string, labels ...string) float64 {
 	resp, err := http.Get("http://" + d.Metrics + "/metrics")
 	if err != nil {
@@ -236,6 +236,7 @@ func (d *Daemon) Metric(name string, labels ...string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	var sum float64
 	for _, line := range strings.Split(string(body), "\n") {
 		if !strings.HasPrefix(line, name) {
 			continue
@@ -255,9 +256,9 @@ func (d *Daemon) Metric(name string, labels ...string) float64 {
 		}
 		var v float64
 		fmt.Sscanf(rest[strings.LastIndexByte(rest, ' ')+1:], "%g", &v)
-		return v
+		sum += v
 	}
-	return 0
+	return sum
 }
 
 type syncBuffer struct {
@@ -275,4 +276,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// AppendConfig adds YAML to the daemon's configuration (before Start), for
+// settings a test needs beyond the defaults, e.g. "postgres:\n  idle_timeout: 1s\n".
+func (d *Daemon) AppendConfig(yaml string) {
+	f, err := os.OpenFile(d.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(yaml); err != nil {
+		d.t.Fatal(err)
+	}
 }

@@ -38,7 +38,8 @@ func PostgresBinDir() string {
 
 // StartPostgres initialises a cluster in a temporary directory owned by the
 // postgres system user (the server refuses to run as root), listening on
-// 127.0.0.1 and ::1 at a free port, with SCRAM authentication over TCP. It
+// 127.0.0.1 and ::1 at a free port, with password authentication over TCP
+// (md5 in pg_hba.conf: SCRAM for SCRAM-stored passwords, md5 for md5 ones). It
 // is stopped and removed at cleanup.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
@@ -68,8 +69,8 @@ func StartPostgres(t testing.TB) *Postgres {
 		}
 	}
 	run(filepath.Join(bin, "initdb"), "-D", pg.Dir, "-U", "postgres", "--pwfile", pwfile,
-		"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
-	conf := fmt.Sprintf("listen_addresses = '127.0.0.1,::1'\nport = %d\nunix_socket_directories = '%s'\n"+
+		"--auth-local=trust", "--auth-host=md5", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+	conf := fmt.Sprintf("listen_addresses = '127.0.0.1,127.0.0.2,::1'\nport = %d\nunix_socket_directories = '%s'\n"+
 		"fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\nshared_buffers = 128MB\n",
 		pg.Port, base)
 	f, err := os.OpenFile(filepath.Join(pg.Dir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
