@@ -36,6 +36,7 @@ func newDialer(mark uint32, timeout time.Duration) *net.Dialer {
 func (s *Session) DialUpstream(ctx context.Context) (net.Conn, error) {
 	c, err := s.dialer.DialContext(ctx, "tcp", s.Identity.OrigDst.String())
 	if err != nil {
+		s.metrics.UpstreamErrors.WithLabelValues(s.Identity.Target).Inc()
 		return nil, fmt.Errorf("dial target %s at %s: %w", s.Identity.Target, s.Identity.OrigDst, err)
 	}
 	return c, nil
@@ -46,5 +47,9 @@ func (s *Session) DialUpstream(ctx context.Context) (net.Conn, error) {
 // open side connections to the target (PostgreSQL cancel requests). The
 // socket carries the loop-guard mark.
 func (s *Session) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return s.dialer.DialContext(ctx, network, addr)
+	c, err := s.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		s.metrics.UpstreamErrors.WithLabelValues(s.Identity.Target).Inc()
+	}
+	return c, err
 }

@@ -10,6 +10,7 @@ type Metrics struct {
 	SessionsActive prometheus.Gauge
 	Bytes          *prometheus.CounterVec
 	LookupFailures prometheus.Counter
+	UpstreamErrors *prometheus.CounterVec
 }
 
 // Connection verdicts.
@@ -18,8 +19,6 @@ const (
 	VerdictNoRecord      = "no_record"
 	VerdictUnknownTarget = "unknown_target"
 	VerdictNoHandler     = "no_handler"
-	VerdictUpstreamError = "upstream_error"
-	VerdictShuttingDown  = "shutting_down"
 )
 
 // Byte directions.
@@ -48,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Accepted connections without a kernel redirect record (refused).",
 		}),
 	}
-	reg.MustRegister(m.Connections, m.SessionsActive, m.Bytes, m.LookupFailures)
+	m.UpstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "interlock_upstream_errors_total",
+		Help: "Failed connects from the engine to a target, by target.",
+	}, []string{"target"})
+	reg.MustRegister(m.Connections, m.SessionsActive, m.Bytes, m.LookupFailures, m.UpstreamErrors)
 	return m
 }

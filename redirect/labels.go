@@ -22,9 +22,14 @@ type LabelledCgroup struct {
 
 // ScanLabels walks the cgroup tree below root (an absolute path under
 // mount) and returns every cgroup carrying the agent xattr. Cgroups vanish
-// while we walk; those are skipped, not errors.
+// while we walk; those are skipped, not errors. Cgroups that cannot be read
+// (permissions) are reported in the error, joined, after the walk: a label
+// the daemon cannot see is an agent it does not intercept.
 func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
-	var out []LabelledCgroup
+	var (
+		out        []LabelledCgroup
+		unreadable []string
+	)
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -33,12 +38,16 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 			if p == root {
 				return err
 			}
+			unreadable = append(unreadable, p)
 			return nil
 		}
 		if !d.IsDir() {
 			return nil
 		}
 		agent, err := Label(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			unreadable = append(unreadable, p)
+		}
 		if err != nil || agent == "" {
 			return nil
 		}
@@ -51,6 +60,9 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scan cgroup labels under %s: %w", root, err)
+	}
+	if len(unreadable) > 0 {
+		return out, fmt.Errorf("scan cgroup labels: cannot read %d cgroups (first: %s); agents labelled there are not intercepted (run as root or grant CAP_DAC_READ_SEARCH)", len(unreadable), unreadable[0])
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/interlockhq/interlock/bpf"
 )
@@ -89,6 +90,11 @@ func Install(cfg Config) (*Redirector, error) {
 	}
 	if err := ensureBPFFS(cfg.PinDir); err != nil {
 		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones
+	// use memcg and this is a no-op.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, kernelHint("raise RLIMIT_MEMLOCK for BPF maps", err)
 	}
 	r := &Redirector{cfg: cfg}
 	if err := r.load(); err != nil {

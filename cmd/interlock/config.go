@@ -80,7 +80,7 @@ var configDefaults = map[string]any{
 	"state_dir":                    "/var/lib/interlock",
 	"engine.listen4":               "127.0.0.1:15001",
 	"engine.listen6":               "[::1]:15001",
-	"engine.mark":                  "0x494c",
+	"engine.mark":                  "0x4c",
 	"engine.dial_timeout":          "10s",
 	"engine.shutdown_grace":        "10s",
 	"redirect.cgroup":              "",

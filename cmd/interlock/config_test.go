@@ -29,7 +29,7 @@ func TestConfigDefaultsAndRelativePolicy(t *testing.T) {
 	if c.Engine.Listen4 != "127.0.0.1:15001" || c.Redirect.PinDir != "/sys/fs/bpf/interlock" || c.Redirect.LabelScanInterval != 500*time.Millisecond {
 		t.Errorf("defaults not applied: %+v", c)
 	}
-	if m, _ := c.Mark(); m != 0x494c {
+	if m, _ := c.Mark(); m != 0x4c {
 		t.Errorf("mark = %#x", m)
 	}
 }

@@ -10,6 +10,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/engine"
 )
@@ -48,9 +51,25 @@ func (Handler) Serve(ctx context.Context, s *engine.Session, client net.Conn) er
 
 // pipe copies src to dst until EOF, then half-closes dst so the other
 // direction can finish (the protocol decides when the session ends).
+//
+// It waits for data before each copy and copies only what has arrived:
+// splice(2) holds a pipe (two file descriptors) for as long as a copy
+// waits, so an idle session would otherwise cost six descriptors, not two.
 func pipe(s *engine.Session, dir string, dst, src net.Conn) error {
 	for {
-		n, err := io.CopyN(dst, src, chunk)
+		avail, err := waitReadable(src)
+		if err != nil {
+			dst.Close()
+			src.Close()
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if avail == 0 {
+			break // EOF
+		}
+		n, err := io.CopyN(dst, src, int64(min(avail, chunk)))
 		s.AddBytes(dir, n)
 		if err == io.EOF {
 			break
@@ -70,4 +89,46 @@ func pipe(s *engine.Session, dir string, dst, src net.Conn) error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// waitReadable blocks (in the netpoller, holding no pipe) until c has data
+// or EOF, and returns how many bytes are queued; 0 means EOF. Connections
+// that are not sockets report chunk and let the copy wait.
+func waitReadable(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return chunk, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		avail int
+		serr  error
+		peek  [1]byte
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return false // not yet: park in the netpoller
+		}
+		if err != nil {
+			serr = err
+			return true
+		}
+		if n == 0 {
+			avail = 0 // orderly shutdown by the peer
+			return true
+		}
+		avail, serr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		if serr == nil && avail < 1 {
+			avail = 1
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	return avail, serr
 }
