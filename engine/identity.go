@@ -57,9 +57,8 @@ type Identity struct {
 	Client     netip.AddrPort `json:"client"`
 }
 
-// identify builds the identity from the kernel record. The process may
-// already be gone (short-lived clients); pid and cgroup id stay, exe and
-// path are best effort.
+// identify builds the identity from the kernel record, without touching
+// /proc (see enrich), so that it costs no syscalls on the connect path.
 func identify(o Origin, client netip.AddrPort, dir Directory) (Identity, error) {
 	id := Identity{PID: o.PID, CgroupID: o.CgroupID, OrigDst: o.Dst, Client: client}
 	a, ok := dir.Agent(o.AgentID)
@@ -74,15 +73,21 @@ func identify(o Origin, client netip.AddrPort, dir Directory) (Identity, error) 
 		return id, fmt.Errorf("target id %d for %s is not in the current policy", o.TargetID, o.Dst)
 	}
 	id.Target, id.Protocol = t.Name, t.Protocol
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", o.PID)); err == nil {
+	return id, nil
+}
+
+// enrich adds the executable and cgroup path of the connecting process.
+// The process may already be gone (short-lived clients): pid and cgroup id
+// stay, exe and path are best effort.
+func enrich(id *Identity) {
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", id.PID)); err == nil {
 		id.Exe = exe
 	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", o.PID)); err == nil {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", id.PID)); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if p, ok := strings.CutPrefix(line, "0::"); ok {
 				id.CgroupPath = p
 			}
 		}
 	}
-	return id, nil
 }

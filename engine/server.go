@@ -214,8 +214,9 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 
+	ready := make(chan struct{})
 	sess := &Session{
-		ID: s.nextID.Add(1), Identity: id, Started: time.Now(),
+		ID: s.nextID.Add(1), Identity: id, IdentityReady: ready, Started: time.Now(),
 		dialer: s.dialer, metrics: s.metrics,
 	}
 	sess.Log = s.cfg.Log.With("session", sess.ID, "agent", id.Agent, "target", id.Target)
@@ -224,12 +225,19 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	s.mu.Unlock()
 	s.metrics.SessionsActive.Inc()
 	s.metrics.Connections.WithLabelValues(id.Agent, id.Target, id.Protocol, VerdictAccepted).Inc()
-	sess.Log.Info("session start",
-		"roles", id.Roles, "pid", id.PID, "exe", id.Exe, "cgroup", id.CgroupPath,
-		"orig_dst", id.OrigDst, "client", id.Client, "protocol", id.Protocol)
+	// Off the connect path: the handler dials upstream meanwhile.
+	go func() {
+		enrich(&sess.Identity)
+		id := &sess.Identity
+		sess.Log.Info("session start",
+			"roles", id.Roles, "pid", id.PID, "exe", id.Exe, "cgroup", id.CgroupPath,
+			"orig_dst", id.OrigDst, "client", id.Client, "protocol", id.Protocol)
+		close(ready)
+	}()
 
 	err = h.Serve(ctx, sess, c)
 	c.Close()
+	<-ready
 
 	s.mu.Lock()
 	delete(s.sessions, sess.ID)

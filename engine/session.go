@@ -16,10 +16,15 @@ type Handler interface {
 
 // Session is one agent connection to one target.
 type Session struct {
-	ID       uint64
-	Identity Identity
-	Started  time.Time
-	Log      *slog.Logger
+	ID uint64
+	// Identity is complete once IdentityReady is closed: the executable and
+	// cgroup path are read from /proc off the connect path, concurrently
+	// with the handler's upstream dial. Agent, roles, target, pid and
+	// addresses are there from the start.
+	Identity      Identity
+	IdentityReady <-chan struct{}
+	Started       time.Time
+	Log           *slog.Logger
 
 	dialer  *net.Dialer
 	metrics *Metrics
@@ -48,7 +53,8 @@ type SessionInfo struct {
 	BytesToClient int64     `json:"bytes_to_client"`
 }
 
-// Info snapshots the session.
+// Info snapshots the session (waiting for the identity to be complete).
 func (s *Session) Info() SessionInfo {
+	<-s.IdentityReady
 	return SessionInfo{ID: s.ID, Identity: s.Identity, Started: s.Started, BytesToTarget: s.in.Load(), BytesToClient: s.out.Load()}
 }
