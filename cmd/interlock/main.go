@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/interlockhq/interlock/protocols/postgres"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -49,7 +51,7 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(load),
 		newUninstallCmd(load),
 		newVersionCmd(),
-		newPolicyCmd(),
+		newPolicyCmdWith(policyOptions{sqlClassifier: sqlOperations(postgres.NewClassifier(256))}),
 	)
 	return root
 }
