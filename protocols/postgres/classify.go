@@ -175,6 +175,9 @@ func classify(sql string, cats *categoryMemo) (*Classification, error) {
 	if !utf8.ValidString(sql) {
 		return unparsable(sql, "query is not valid UTF-8"), nil
 	}
+	if tooDeep(sql) {
+		return unparsable(sql, fmt.Sprintf("query nests more than %d levels deep", maxNesting)), nil
+	}
 	out, err := pg_query.ParseToJSON(sql)
 	if err != nil {
 		return unparsable(sql, err.Error()), nil

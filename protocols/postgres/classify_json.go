@@ -71,9 +71,10 @@ func (t *jtree) keyOf(v jval) string { return t.text(v.key) }
 // strOf returns the string contents or number text of v.
 func (t *jtree) strOf(v jval) string { return t.text(v.str) }
 
-// maxJSONDepth bounds nesting. libpg_query stops far earlier (its stack depth
-// check), so hitting this means something is wrong.
-const maxJSONDepth = 10000
+// maxJSONDepth bounds nesting. Queries that could nest deeper than
+// maxNesting never reach libpg_query (see classify_depth.go), so hitting
+// this means something is wrong.
+const maxJSONDepth = 100000
 
 type jparser struct {
 	s       string

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -511,6 +512,46 @@ func TestParserSafe(t *testing.T) {
 	} {
 		if got := parserSafe(tc.name, tc.value, tc.known); got != tc.want {
 			t.Errorf("parserSafe(%q, %q, %v) = %v", tc.name, tc.value, tc.known, got)
+		}
+	}
+}
+
+// TestNesting: queries deep enough to overflow libpg_query's C stack are
+// refused before they reach it (the first would crash the process), while
+// large but flat queries are classified.
+func TestNesting(t *testing.T) {
+	c := NewClassifier(0)
+	rows := make([]string, 10000)
+	ors := make([]string, 5000)
+	whens := make([]string, 3000)
+	for i := range rows {
+		rows[i] = "(1, 'a', now(), -1, $1 + 2)"
+	}
+	for i := range ors {
+		ors[i] = "id = " + strconv.Itoa(i)
+	}
+	for i := range whens {
+		whens[i] = "WHEN x = " + strconv.Itoa(i) + " THEN 'v'"
+	}
+	for _, tc := range []struct {
+		sql  string
+		deep bool
+	}{
+		{"SELECT 1" + strings.Repeat(" + 1", 100000), true},
+		{"SELECT * FROM a" + strings.Repeat(" JOIN a ON true", 100000), true},
+		{"SELECT 'a'" + strings.Repeat(` COLLATE "C"`, 100000), true},
+		{"SELECT " + strings.Repeat("f(", 5000) + "1" + strings.Repeat(")", 5000), true},
+		{"SELECT 1" + strings.Repeat(" + 1", 1000), false},
+		{"INSERT INTO t VALUES " + strings.Join(rows, ", "), false},
+		{"SELECT * FROM t WHERE " + strings.Join(ors, " OR "), false},
+		{"SELECT * FROM t WHERE id IN (" + strings.Repeat("1, ", 50000) + "2)", false},
+		{"SELECT CASE " + strings.Join(whens, " ") + " END FROM t", false},
+	} {
+		cl := mustClassify(t, c, tc.sql)
+		st := cl.Statements[0]
+		deep := st.Op.Unclassified && strings.Contains(st.Op.Reason, "nests")
+		if deep != tc.deep || (!tc.deep && st.Op.Unclassified) {
+			t.Errorf("%.60q…: unclassified %v (%s), want refused as too deep: %v", tc.sql, st.Op.Unclassified, st.Op.Reason, tc.deep)
 		}
 	}
 }
