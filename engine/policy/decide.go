@@ -134,6 +134,9 @@ func writeObject(b *strings.Builder, o *Object) {
 // op.Agent. Callers should fill Roles from the same *Policy they call Decide
 // on, so a reload cannot mix two policies.
 func (p *Policy) Decide(op *Operation) Decision {
+	if op == nil {
+		return Decision{Verdict: VerdictBlock, RuleID: RuleUnclassified}
+	}
 	if op.Unclassified {
 		return Decision{Verdict: VerdictBlock, RuleID: RuleUnclassified, Message: op.Reason}
 	}

@@ -239,6 +239,9 @@ func TestDecideSpecialCases(t *testing.T) {
 	if zero.Verdict != VerdictBlock {
 		t.Fatal("the zero Decision must block")
 	}
+	if d := p.Decide(nil); d.Verdict != VerdictBlock {
+		t.Fatal("Decide(nil) does not block")
+	}
 
 	d := p.Decide(&Operation{Agent: "writer", Target: "db", Unclassified: true, Reason: "syntax error at or near x"})
 	if d.Verdict != VerdictBlock || d.RuleID != RuleUnclassified || d.Message != "syntax error at or near x" {

@@ -29,6 +29,9 @@ type ObjectTrace struct {
 
 // Explain evaluates op like Decide and also reports every matching rule.
 func (p *Policy) Explain(op *Operation) Explanation {
+	if op == nil {
+		return Explanation{Decision: p.Decide(op)}
+	}
 	ex := Explanation{Decision: p.Decide(op), Roles: op.Roles}
 	if ex.Roles == nil {
 		ex.Roles = p.agentRoles[op.Agent]
