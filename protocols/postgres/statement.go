@@ -112,14 +112,15 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	return out, cl
 }
 
-// pinnedSetting reports whether op changes a parameter the engine pins (see
-// pinnedParams). RESET returns to the pinned session default and is fine.
+// pinnedSetting reports whether op sets a parameter the engine pins (see
+// pinnedParams), or one whose name is only known at run time ("*").
+// SHOW reads and RESET returns to the pinned session default: both fine.
 func pinnedSetting(op *policy.Operation) (string, bool) {
 	for _, o := range op.Objects {
-		if o.Kind != policy.KindSetting || o.Action == policy.ActionReset {
+		if o.Kind != policy.KindSetting || o.Action != policy.ActionSet {
 			continue
 		}
-		if _, pinned := pinnedParams[strings.ToLower(o.Name)]; pinned || o.Name == "*" && o.Action != policy.ActionReset {
+		if _, pinned := pinnedParams[strings.ToLower(o.Name)]; pinned || o.Name == "*" {
 			return o.Name, true
 		}
 	}

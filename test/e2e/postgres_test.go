@@ -69,7 +69,7 @@ roles:
   - name: writer
     inherits: [reader]
     rules:
-      - {id: write, actions: [insert, update, delete], tables: ["public.*"], decision: allow}
+      - {id: write, actions: [insert, update, delete, merge], tables: ["public.*"], decision: allow}
       - {id: create, actions: [create], tables: ["public.*"], decision: allow}
       - {id: copy, actions: [copy_from_stdin, copy_to_stdout], tables: ["public.*"], decision: allow}
       - {id: sequences, function_categories: [admin], functions: ["pg_catalog.nextval", "pg_catalog.setval"], decision: allow}
