@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/interlockhq/interlock/engine/policy"
+	"github.com/interlockhq/interlock/protocols/postgres"
 )
 
 var (
@@ -48,9 +49,11 @@ func writeTemp(t *testing.T, name, content string) string {
 	return path
 }
 
-// TestPolicyExampleCases runs the shipped example through `policy test`.
+// TestPolicyExampleCases runs the shipped example through `policy test`,
+// with the PostgreSQL classifier for its sql: cases, as main wires it.
 func TestPolicyExampleCases(t *testing.T) {
-	out, code, err := runPolicyCmd(t, policyOptions{}, "test", examplePolicy, exampleCases)
+	opts := policyOptions{sqlClassifier: sqlOperations(postgres.NewClassifier(16))}
+	out, code, err := runPolicyCmd(t, opts, "test", examplePolicy, exampleCases)
 	if code != 0 {
 		t.Fatalf("policy test: exit %d, %v\n%s", code, err, out)
 	}

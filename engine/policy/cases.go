@@ -21,7 +21,8 @@ type Case struct {
 	// as the PostgreSQL classifier would.
 	Objects []Object
 	Attrs   Attributes
-	// SQL replaces Action and Objects when a classifier is available.
+	// SQL replaces Action and Objects when a classifier is available;
+	// Attrs.HasWhere then comes from the classifier.
 	SQL    string
 	Expect Verdict
 	Rule   string // expected deciding rule id, optional
@@ -262,6 +263,12 @@ func (p *Policy) RunCase(c *Case, classify Classifier) CaseResult {
 			op := ops[i]
 			op.Agent, op.Target = c.Agent, c.Target
 			op.Roles = p.AgentRoles(c.Agent)
+			// The classifier knows has_where; the session state and the
+			// planner estimate come from the case.
+			op.Attrs.InTransaction = op.Attrs.InTransaction || c.Attrs.InTransaction
+			if c.Attrs.RowEstimate >= 0 {
+				op.Attrs.RowEstimate = c.Attrs.RowEstimate
+			}
 			if t, ok := p.Target(c.Target); ok {
 				op.Protocol = t.Protocol
 			}

@@ -20,13 +20,20 @@ func TestExamplePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cases) < 20 {
-		t.Errorf("example has %d cases, want at least 20", len(cases))
-	}
+	// SQL cases need the PostgreSQL classifier (cgo); cmd/interlock's
+	// TestPolicyExampleCases runs them.
+	n := 0
 	for i := range cases {
+		if cases[i].SQL != "" {
+			continue
+		}
+		n++
 		res := p.RunCase(&cases[i], nil)
 		if !res.Pass {
 			t.Errorf("%s:%d: %s: %s", "policy-cases.yaml", cases[i].Line, cases[i].Name, res.Problem)
 		}
+	}
+	if n < 20 {
+		t.Errorf("example has %d cases without sql, want at least 20", n)
 	}
 }
