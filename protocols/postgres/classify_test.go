@@ -555,3 +555,25 @@ func TestNesting(t *testing.T) {
 		}
 	}
 }
+
+// TestManyObjects: a statement naming many distinct objects reports each
+// once, in order.
+func TestManyObjects(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	for i := 0; i < 2000; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("f" + strconv.Itoa(i%1000) + "()")
+	}
+	st := mustClassify(t, NewClassifier(0), b.String()).Statements[0]
+	if len(st.Op.Objects) != 1000 {
+		t.Fatalf("%d objects, want 1000", len(st.Op.Objects))
+	}
+	for i, o := range st.Op.Objects {
+		if want := "public.f" + strconv.Itoa(i); o.Name != want {
+			t.Fatalf("object %d is %s, want %s", i, o.Name, want)
+		}
+	}
+}

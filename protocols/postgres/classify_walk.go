@@ -18,6 +18,7 @@ type walker struct {
 	t    *jtree
 	cats *categoryMemo
 	objs []policy.Object
+	seen map[policy.Object]struct{} // index of objs once it grows past a few entries
 
 	// scopes holds the CTE names visible at the current query level,
 	// outermost first. An unqualified relation in a FROM clause that matches
@@ -47,10 +48,27 @@ func (w *walker) unclassified(format string, args ...any) {
 	}
 }
 
-// add records an object once.
+// add records an object once. A linear scan is fastest for the few objects
+// of a typical statement; a map takes over so that a query naming thousands
+// of distinct objects costs linear, not quadratic, time.
 func (w *walker) add(o policy.Object) {
-	if !hasObject(w.objs, o) {
+	if w.seen != nil {
+		if _, ok := w.seen[o]; ok {
+			return
+		}
+		w.seen[o] = struct{}{}
 		w.objs = append(w.objs, o)
+		return
+	}
+	if hasObject(w.objs, o) {
+		return
+	}
+	w.objs = append(w.objs, o)
+	if len(w.objs) == 32 {
+		w.seen = make(map[policy.Object]struct{}, 64)
+		for _, x := range w.objs {
+			w.seen[x] = struct{}{}
+		}
 	}
 }
 
