@@ -390,7 +390,8 @@ func (w *walker) variableSet(v jval, st *Statement) {
 		case "session_authorization":
 			op.Action = policy.ActionSetSessionAuthorization
 		default:
-			op.Action = pick(kind == "VAR_RESET", policy.ActionReset, policy.ActionSet)
+			// SET x TO DEFAULT is RESET x: back to the session default.
+			op.Action = policy.ActionReset
 		}
 		w.add(policy.Object{Kind: policy.KindSetting, Name: name, Action: op.Action})
 		return
