@@ -36,7 +36,7 @@ func newDialer(mark uint32, timeout time.Duration) *net.Dialer {
 func (s *Session) DialUpstream(ctx context.Context) (net.Conn, error) {
 	c, err := s.dialer.DialContext(ctx, "tcp", s.Identity.OrigDst.String())
 	if err != nil {
-		s.metrics.UpstreamErrors.WithLabelValues(s.Identity.Target).Inc()
+		s.upstreamError()
 		return nil, fmt.Errorf("dial target %s at %s: %w", s.Identity.Target, s.Identity.OrigDst, err)
 	}
 	return c, nil
@@ -49,7 +49,13 @@ func (s *Session) DialUpstream(ctx context.Context) (net.Conn, error) {
 func (s *Session) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := s.dialer.DialContext(ctx, network, addr)
 	if err != nil {
-		s.metrics.UpstreamErrors.WithLabelValues(s.Identity.Target).Inc()
+		s.upstreamError()
 	}
 	return c, err
+}
+
+func (s *Session) upstreamError() {
+	if s.metrics != nil {
+		s.metrics.UpstreamErrors.WithLabelValues(s.Identity.Target).Inc()
+	}
 }

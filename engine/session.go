@@ -41,7 +41,18 @@ func (s *Session) AddBytes(direction string, n int64) {
 	} else {
 		s.out.Add(n)
 	}
-	s.metrics.Bytes.WithLabelValues(direction).Add(float64(n))
+	if s.metrics != nil {
+		s.metrics.Bytes.WithLabelValues(direction).Add(float64(n))
+	}
+}
+
+// NewSession returns a session that is not attached to a server, for
+// protocol handlers' own tests: it dials without a mark and counts no
+// metrics.
+func NewSession(id Identity, log *slog.Logger) *Session {
+	ready := make(chan struct{})
+	close(ready)
+	return &Session{ID: 1, Identity: id, IdentityReady: ready, Started: time.Now(), Log: log, dialer: &net.Dialer{}}
 }
 
 // SessionInfo is a session as `interlock status` shows it.

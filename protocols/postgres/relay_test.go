@@ -1,0 +1,229 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/interlockhq/interlock/engine"
+	"github.com/interlockhq/interlock/engine/policy"
+)
+
+// These tests drive a session over in-memory pipes: the test plays the
+// agent on one side and the server on the other, byte for byte.
+
+const unitPolicy = `version: 1
+targets:
+  - {name: db, protocol: postgres, address: "127.0.0.1:5432", credentials: {user: app, password_env: X}}
+agents:
+  - {name: analyst, roles: [analyst]}
+roles:
+  - name: analyst
+    rules:
+      - {id: read, actions: [read], tables: ["public.*"], decision: allow}
+      - {id: tx, actions: [transaction], decision: allow}
+rules:
+  - {id: no-drop, actions: [drop], decision: block, message: "no drops"}
+`
+
+type pipeSession struct {
+	ss       *session
+	agent    net.Conn // the test's end of the agent connection
+	server   net.Conn // the test's end of the upstream connection
+	agentFE  *pgproto3.Frontend
+	serverBE *pgproto3.Backend
+	done     chan error
+}
+
+func newPipeSession(t testing.TB) *pipeSession {
+	t.Helper()
+	pol, err := policy.Parse("unit.yaml", []byte(unitPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHandler(Config{Policy: func() *policy.Policy { return pol }, MaxMessageSize: 4096, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentEnd, engineClient := net.Pipe()
+	serverEnd, engineUp := net.Pipe()
+	s := engine.NewSession(engine.Identity{Agent: "analyst", Target: "db", Protocol: "postgres",
+		OrigDst: netip.MustParseAddrPort("127.0.0.1:5432")}, h.cfg.Log)
+	target, _ := pol.Target("db")
+	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: 'I', params: map[string]string{}}
+	ps := &pipeSession{
+		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
+		agent: agentEnd, server: serverEnd,
+		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
+		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),
+		done:     make(chan error, 1),
+	}
+	go func() { ps.done <- ps.ss.run(context.Background()) }()
+	t.Cleanup(func() {
+		agentEnd.Close()
+		serverEnd.Close()
+		select {
+		case <-ps.done:
+		case <-time.After(5 * time.Second):
+			t.Error("session did not end")
+		}
+	})
+	return ps
+}
+
+func (ps *pipeSession) send(t testing.TB, msgs ...pgproto3.FrontendMessage) {
+	t.Helper()
+	for _, m := range msgs {
+		ps.agentFE.Send(m)
+	}
+	if err := ps.agentFE.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (ps *pipeSession) serverReceive(t testing.TB) pgproto3.FrontendMessage {
+	t.Helper()
+	ps.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := ps.serverBE.Receive()
+	if err != nil {
+		t.Fatalf("server side: %v", err)
+	}
+	return m
+}
+
+func (ps *pipeSession) serverSend(t testing.TB, msgs ...pgproto3.BackendMessage) {
+	t.Helper()
+	for _, m := range msgs {
+		ps.serverBE.Send(m)
+	}
+	if err := ps.serverBE.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (ps *pipeSession) agentReceive(t testing.TB) pgproto3.BackendMessage {
+	t.Helper()
+	ps.agent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := ps.agentFE.Receive()
+	if err != nil {
+		t.Fatalf("agent side: %v", err)
+	}
+	return m
+}
+
+func TestAllowedQueryIsForwardedVerbatim(t *testing.T) {
+	ps := newPipeSession(t)
+	ps.send(t, &pgproto3.Query{String: "select * from orders"})
+	q, ok := ps.serverReceive(t).(*pgproto3.Query)
+	if !ok || q.String != "select * from orders" {
+		t.Fatalf("server got %#v", q)
+	}
+	ps.serverSend(t, &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 25, Format: 0}}},
+		&pgproto3.DataRow{Values: [][]byte{[]byte("hello")}},
+		&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	want := []string{"*pgproto3.RowDescription", "*pgproto3.DataRow", "*pgproto3.CommandComplete", "*pgproto3.ReadyForQuery"}
+	for _, w := range want {
+		if got := typeName(ps.agentReceive(t)); got != w {
+			t.Fatalf("agent got %s, want %s", got, w)
+		}
+	}
+}
+
+// TestBlockedQueryBecomesSentinel checks the ordering trick: the refused
+// statement is replaced by a sentinel the server rejects, and the server's
+// error is swapped for the policy's, in the place where it arrives.
+func TestBlockedQueryBecomesSentinel(t *testing.T) {
+	ps := newPipeSession(t)
+	// Pipelined: an allowed query, then a refused one, before any answer.
+	ps.send(t, &pgproto3.Query{String: "select 1"}, &pgproto3.Query{String: "select 2; DROP TABLE orders"})
+	if q := ps.serverReceive(t).(*pgproto3.Query); q.String != "select 1" {
+		t.Fatalf("first: %q", q.String)
+	}
+	sentinel := ps.serverReceive(t).(*pgproto3.Query).String
+	if !strings.HasPrefix(sentinel, "interlock_blocked_") || strings.Contains(sentinel, "select 2") {
+		t.Fatalf("refused query reached the server as %q", sentinel)
+	}
+	ps.serverSend(t,
+		&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'},
+		&pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "` + sentinel + `"`}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if _, ok := ps.agentReceive(t).(*pgproto3.CommandComplete); !ok {
+		t.Fatal("first answer out of order")
+	}
+	ps.agentReceive(t)
+	e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "42501" || !strings.Contains(e.Message, "no-drop") || strings.Contains(e.Message, "syntax") {
+		t.Fatalf("agent got %#v, want the policy's 42501", e)
+	}
+	if _, ok := ps.agentReceive(t).(*pgproto3.ReadyForQuery); !ok {
+		t.Fatal("no ReadyForQuery after the refusal")
+	}
+	// A server error that merely mentions a foreign sentinel-like token is
+	// passed through untouched.
+	ps.send(t, &pgproto3.Query{String: "select 3"})
+	ps.serverReceive(t)
+	ps.serverSend(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: "interlock_blocked_000000000000_1"}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if e := ps.agentReceive(t).(*pgproto3.ErrorResponse); e.Code != "42601" {
+		t.Fatalf("foreign error rewritten: %#v", e)
+	}
+}
+
+func TestBlockedParseAndBind(t *testing.T) {
+	ps := newPipeSession(t)
+	ps.send(t,
+		&pgproto3.Parse{Name: "s1", Query: "drop table orders"},
+		&pgproto3.Bind{PreparedStatement: "s1"},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{})
+	p := ps.serverReceive(t).(*pgproto3.Parse)
+	if p.Name != "s1" || !strings.HasPrefix(p.Query, "interlock_blocked_") {
+		t.Fatalf("parse forwarded as %#v", p)
+	}
+	b := ps.serverReceive(t).(*pgproto3.Bind)
+	if !strings.HasPrefix(b.PreparedStatement, "interlock_blocked_") {
+		t.Fatalf("bind of a refused statement forwarded as %#v", b)
+	}
+	ps.serverReceive(t) // Execute
+	ps.serverReceive(t) // Sync
+	ps.serverSend(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "` + p.Query + `"`},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if e := ps.agentReceive(t).(*pgproto3.ErrorResponse); e.Code != "42501" {
+		t.Fatalf("agent got %#v", e)
+	}
+}
+
+func TestFunctionCallIsRefused(t *testing.T) {
+	ps := newPipeSession(t)
+	ps.send(t, &pgproto3.FunctionCall{Function: 764, Arguments: [][]byte{[]byte("x")}})
+	q, ok := ps.serverReceive(t).(*pgproto3.Query)
+	if !ok || !strings.HasPrefix(q.String, "interlock_blocked_") {
+		t.Fatalf("fastpath call forwarded as %#v", q)
+	}
+}
+
+func TestOversizedMessageEndsSessionCleanly(t *testing.T) {
+	ps := newPipeSession(t)
+	big := encode(&pgproto3.Query{String: strings.Repeat("x", ps.ss.h.cfg.MaxMessageSize+1)})
+	go ps.agent.Write(big) // the engine stops reading half-way: ignore the write error
+	e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "54000" || e.Severity != "FATAL" {
+		t.Fatalf("agent got %#v", e)
+	}
+	select {
+	case err := <-ps.done:
+		ps.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("session still running")
+	}
+}
+
+func typeName(m any) string { return fmt.Sprintf("%T", m) }
