@@ -25,7 +25,9 @@ type Config struct {
 	// ShutdownGrace is how long open sessions may finish after shutdown
 	// starts before they are closed.
 	ShutdownGrace time.Duration
-	Log           *slog.Logger
+	// Events hears session starts and ends (nil: nobody).
+	Events SessionEvents
+	Log    *slog.Logger
 }
 
 // CheckAndSetDefaults validates c and fills in defaults.
@@ -227,17 +229,26 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	s.metrics.Connections.WithLabelValues(id.Agent, id.Target, id.Protocol, VerdictAccepted).Inc()
 	// Off the connect path: the handler dials upstream meanwhile.
 	go func() {
+		defer close(ready)
 		enrich(&sess.Identity)
 		id := &sess.Identity
 		sess.Log.Info("session start",
 			"roles", id.Roles, "pid", id.PID, "exe", id.Exe, "cgroup", id.CgroupPath,
 			"orig_dst", id.OrigDst, "client", id.Client, "protocol", id.Protocol)
-		close(ready)
+		if s.cfg.Events != nil {
+			if err := s.cfg.Events.SessionStarted(sess); err != nil {
+				sess.Log.Error("session refused: its start could not be recorded", "error", err)
+				c.Close()
+			}
+		}
 	}()
 
 	err = h.Serve(ctx, sess, c)
 	c.Close()
 	<-ready
+	if s.cfg.Events != nil {
+		s.cfg.Events.SessionEnded(sess, err)
+	}
 
 	s.mu.Lock()
 	delete(s.sessions, sess.ID)

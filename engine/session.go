@@ -14,6 +14,19 @@ type Handler interface {
 	Serve(ctx context.Context, s *Session, client net.Conn) error
 }
 
+// SessionEvents hears about every session's start and end; the recording
+// stage implements it.
+type SessionEvents interface {
+	// SessionStarted is called once the identity is complete, before
+	// IdentityReady closes, so anything that waits for IdentityReady (the
+	// statement recorder) comes after it. An error ends the session:
+	// nothing runs that was not recorded.
+	SessionStarted(s *Session) error
+	// SessionEnded is called when the session is over; err is why, nil for
+	// a clean end.
+	SessionEnded(s *Session, err error)
+}
+
 // Session is one agent connection to one target.
 type Session struct {
 	ID uint64

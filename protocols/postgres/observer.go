@@ -22,11 +22,27 @@ type Observer interface {
 	// Handles reports whether the observer enforces an approve or mask
 	// decision itself. When it does not, such statements are refused.
 	Handles(d *policy.Decision) bool
-	// CommandComplete and ServerError are called for the server's answers,
-	// in order.
+	// CommandComplete, ServerError and ReadyForQuery are called for the
+	// server's answers, in the order they arrive. Together with the order of
+	// Decided events with Forwarded set, they let an observer pair each
+	// statement with its result: a simple Query's statements answer in
+	// order and an error ends the rest; ReadyForQuery closes the request.
+	// ServerError also carries the policy's refusals, as the agent sees them.
 	CommandComplete(s *engine.Session, tag []byte)
 	ServerError(s *engine.Session, e *pgproto3.ErrorResponse)
+	ReadyForQuery(s *engine.Session, txStatus byte)
 }
+
+// Refusal is an error an Observer returns from Decided to refuse a
+// statement with its own SQLSTATE and message (an approval denied or timed
+// out). Any other error refuses it as "could not be recorded".
+type Refusal struct {
+	Code    string // SQLSTATE, e.g. 42501 or 57014
+	Message string
+	Hint    string
+}
+
+func (r *Refusal) Error() string { return r.Code + ": " + r.Message }
 
 // StatementEvent is one decided statement.
 type StatementEvent struct {
@@ -35,6 +51,9 @@ type StatementEvent struct {
 	Op        policy.Operation
 	Decision  policy.Decision
 	Forwarded bool // false when this or a sibling statement was refused
+	// Notify sends a NoticeResponse to the agent at once (e.g. "approval
+	// pending"), while Decided holds the statement.
+	Notify func(message string)
 }
 
 type nopObserver struct{}
@@ -43,3 +62,4 @@ func (nopObserver) Decided(context.Context, *engine.Session, *StatementEvent) er
 func (nopObserver) Handles(*policy.Decision) bool                                   { return false }
 func (nopObserver) CommandComplete(*engine.Session, []byte)                         {}
 func (nopObserver) ServerError(*engine.Session, *pgproto3.ErrorResponse)            {}
+func (nopObserver) ReadyForQuery(*engine.Session, byte)                             {}

@@ -82,6 +82,7 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 	case 'Z':
 		if len(body) == 1 {
 			ss.txStatus.Store(uint32(body[0]))
+			ss.h.cfg.Observer.ReadyForQuery(ss.s, body[0])
 		}
 		ss.inFlight.Add(-1)
 	case 'C':

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -78,11 +79,10 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	// anything is forwarded.
 	for i := range ds {
 		st := &cl.Statements[i]
-		ev := StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil}
+		ev := StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil, Notify: ss.notice}
 		if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
-			// Nothing runs that was not recorded: fail closed.
-			ss.s.Log.Error("statement refused: observer failed", "error", err)
-			ds[i].refuse = refusal("the statement could not be recorded: "+err.Error(), "")
+			ds[i].refuse = observerRefusal(err)
+			ss.s.Log.Warn("statement refused by the observer", "error", err)
 			if out.refuse == nil {
 				out.refuse = ds[i].refuse
 			}
@@ -163,6 +163,22 @@ func refusal(reason, rule string) *pgproto3.ErrorResponse {
 	return e
 }
 
+// observerRefusal turns an Observer's error into the agent's error: its own
+// Refusal, or — nothing runs that was not recorded — a refusal saying the
+// statement could not be recorded.
+func observerRefusal(err error) *pgproto3.ErrorResponse {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: r.Code, Message: "Interlock: " + r.Message, Hint: r.Hint}
+	}
+	return refusal("the statement could not be recorded: "+err.Error(), "")
+}
+
+// notice sends a NoticeResponse to the agent now.
+func (ss *session) notice(msg string) {
+	ss.cc.w.send(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: "Interlock: " + msg})
+}
+
 func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 	d, _ := ss.decide(ctx, m.String, PathSimple)
 	if d.refuse != nil {
@@ -206,9 +222,9 @@ func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) e
 	op.Attrs.InTransaction = ss.inTransaction()
 	d := pol.Decide(&op)
 	refuse := ss.verdict(&d)
-	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil}
+	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil, Notify: ss.notice}
 	if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
-		refuse = refusal("the call could not be recorded: "+err.Error(), "")
+		refuse = observerRefusal(err)
 	}
 	ss.h.cfg.Metrics.statement(ss.s.Identity.Agent, ss.target.Name, d.Verdict, refuse != nil)
 	if refuse != nil {
