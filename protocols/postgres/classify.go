@@ -3,6 +3,7 @@ package postgres
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -19,6 +20,10 @@ const classifyProtocol = "postgres"
 type Classifier struct {
 	cache *lru // nil when caching is disabled
 	cats  *categoryMemo
+	// parsers holds *jparser for reuse: a parse tree's buffers are ~10 kB
+	// per typical statement, and at tens of thousands of cache misses a
+	// second the garbage collector's preemptions showed in the profile.
+	parsers sync.Pool
 }
 
 // NewClassifier returns a classifier caching up to cacheSize query strings.
@@ -155,7 +160,7 @@ func (c *Classifier) Classify(sql string) (*Classification, error) {
 			return cl, nil
 		}
 	}
-	cl, err := classify(sql, c.cats)
+	cl, err := c.classify(sql)
 	if err != nil {
 		return nil, err
 	}
@@ -165,8 +170,8 @@ func (c *Classifier) Classify(sql string) (*Classification, error) {
 	return cl, nil
 }
 
-// classify classifies sql; cats may be nil.
-func classify(sql string, cats *categoryMemo) (*Classification, error) {
+// classify classifies sql without the cache.
+func (c *Classifier) classify(sql string) (*Classification, error) {
 	// libpg_query reads a C string: text after a NUL would be invisible to
 	// it. The server rejects such a query message anyway.
 	if strings.IndexByte(sql, 0) >= 0 {
@@ -185,7 +190,16 @@ func classify(sql string, cats *categoryMemo) (*Classification, error) {
 	if err != nil {
 		return unparsable(sql, err.Error()), nil
 	}
-	tree, err := parseJSON(out)
+	p, _ := c.parsers.Get().(*jparser)
+	if p == nil {
+		p = &jparser{}
+	}
+	defer func() {
+		if p.reset() {
+			c.parsers.Put(p)
+		}
+	}()
+	tree, err := p.parse(out)
 	if err != nil {
 		return nil, fmt.Errorf("classify: decode parse tree: %w", err)
 	}
@@ -199,7 +213,7 @@ func classify(sql string, cats *categoryMemo) (*Classification, error) {
 	raw := tree.children(stmts)
 	cl := &Classification{Statements: make([]Statement, 0, len(raw))}
 	for _, rs := range raw {
-		cl.Statements = append(cl.Statements, classifyRaw(tree, rs, sql, cats))
+		cl.Statements = append(cl.Statements, classifyRaw(tree, rs, sql, c.cats))
 	}
 	return cl, nil
 }
@@ -236,7 +250,21 @@ func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
 	if len(st.Op.Objects) == 0 {
 		st.Op.Objects = nil
 	}
+	detach(&st)
 	return st
+}
+
+// detach copies the strings of st that may point into libpg_query's output
+// (names read from the tree), so that a cached classification does not keep
+// the whole parse tree text, about fifteen times the query's size, alive.
+func detach(st *Statement) {
+	for i := range st.Op.Objects {
+		st.Op.Objects[i].Name = strings.Clone(st.Op.Objects[i].Name)
+	}
+	st.Prepare = strings.Clone(st.Prepare)
+	st.Execute = strings.Clone(st.Execute)
+	st.Deallocate = strings.Clone(st.Deallocate)
+	st.TxControl.Name = strings.Clone(st.TxControl.Name)
 }
 
 // statementText cuts one statement out of the query string using the

@@ -28,8 +28,9 @@ func FuzzClassify(f *testing.F) {
 		f.Add(q)
 	}
 	cached := NewClassifier(64)
+	fresh := NewClassifier(0)
 	f.Fuzz(func(t *testing.T, sql string) {
-		cl, err := classify(sql, nil)
+		cl, err := fresh.classify(sql)
 		if err != nil {
 			t.Fatalf("internal error: %v", err)
 		}

@@ -76,6 +76,9 @@ func (t *jtree) strOf(v jval) string { return t.text(v.str) }
 // this means something is wrong.
 const maxJSONDepth = 100000
 
+// jparser decodes documents. It can be reused (see Classifier.parsers): its
+// buffers then serve the next document, and the tree it returned before is
+// no longer valid.
 type jparser struct {
 	s       string
 	pos     int
@@ -83,15 +86,30 @@ type jparser struct {
 	vals    []jval
 	stack   []jval // children of the containers being decoded, innermost last
 	escaped []string
+	tree    jtree
 }
 
-// parseJSON decodes s.
+// maxPooledValues is the largest value buffer a parser keeps for reuse; the
+// rare huge document does not pin its memory.
+const maxPooledValues = 1 << 16
+
+// parseJSON decodes s with a fresh parser.
 func parseJSON(s string) (*jtree, error) {
+	var p jparser
+	return p.parse(s)
+}
+
+// parse decodes s into p's buffers.
+func (p *jparser) parse(s string) (*jtree, error) {
 	if len(s) > math.MaxInt32 {
 		return nil, fmt.Errorf("%w: document of %d bytes is too large", ErrParseTree, len(s))
 	}
 	// Roughly one value per 10 bytes of output: avoids most regrowth.
-	p := jparser{s: s, vals: make([]jval, 0, len(s)/10+8), stack: make([]jval, 0, 64)}
+	if want := len(s)/10 + 8; cap(p.vals) < want {
+		p.vals = make([]jval, 0, want)
+	}
+	p.s, p.pos, p.depth = s, 0, 0
+	p.vals, p.stack, p.escaped = p.vals[:0], p.stack[:0], p.escaped[:0]
 	root, err := p.value(span{})
 	if err != nil {
 		return nil, err
@@ -100,7 +118,16 @@ func parseJSON(s string) (*jtree, error) {
 	if p.pos != len(p.s) {
 		return nil, p.errorf("trailing data")
 	}
-	return &jtree{s: s, escaped: p.escaped, vals: p.vals, root: root}, nil
+	p.tree = jtree{s: s, escaped: p.escaped, vals: p.vals, root: root}
+	return &p.tree, nil
+}
+
+// reset drops references to the last document; it reports whether the
+// parser is worth keeping for reuse.
+func (p *jparser) reset() bool {
+	clear(p.escaped)
+	p.s, p.tree = "", jtree{}
+	return cap(p.vals) <= maxPooledValues && cap(p.stack) <= maxPooledValues
 }
 
 func (p *jparser) errorf(format string, args ...any) error {
