@@ -5,8 +5,12 @@
 #  2. starts `interlock run` attached to a demo cgroup subtree (not the whole
 #     host) with a private bpffs pin directory,
 #  3. runs a scripted "agent" under `interlock exec`: it connects with psql to
-#     the database address as if nothing were in between,
-#  4. shows what the engine saw (agent, pid, executable, original destination),
+#     the database address as if nothing were in between, with no valid
+#     password (Interlock injects the real credentials), reads what its role
+#     allows and is refused a DROP TABLE (SQLSTATE 42501) without losing its
+#     session,
+#  4. shows what the engine saw (agent, pid, executable, original destination,
+#     each statement's decision),
 #  5. shows that the same agent is refused a destination that is not a target,
 #  6. cleans everything up.
 set -euo pipefail
@@ -58,12 +62,19 @@ echo "PostgreSQL is up"
 
 mkdir -p "$BPFFS" "$DEMO_CG"
 mount -t bpf bpf "$BPFFS"
+echo "demo-secret" >"$WORK/db-password"
+chmod 600 "$WORK/db-password"
+runuser -u postgres -- psql -X -q -h "$WORK" -p $PGPORT -d postgres -c \
+	"create table orders (id int primary key, customer text, amount numeric); insert into orders select g, 'customer-' || g, g * 10 from generate_series(1, 5) g;"
 cat >"$WORK/policy.yaml" <<POLICY
 version: 1
 targets:
   - name: orders-db
-    protocol: tcp            # opaque relay for now; 'postgres' adds per-statement policy
+    protocol: postgres
     address: 127.0.0.1:$PGPORT
+    auth: inject             # the agent holds no database secret
+    credentials: {user: postgres, password_file: $WORK/db-password}
+    tls: {mode: disable}
 agents:
   - name: demo-agent
     roles: [analyst]
@@ -71,7 +82,9 @@ agents:
 roles:
   - name: analyst
     rules:
-      - {actions: [read], decision: allow}
+      - {id: analyst-read, actions: [read], tables: ["public.*"], decision: allow}
+rules:
+  - {id: no-destruction, actions: [drop, truncate], decision: block, message: "DROP and TRUNCATE are not allowed for agents"}
 POLICY
 cat >"$WORK/interlock.yaml" <<CONFIG
 policy: policy.yaml
@@ -94,12 +107,14 @@ for _ in $(seq 50); do
 done
 "$BIN" --config "$WORK/interlock.yaml" status
 
-say "the agent connects to 127.0.0.1:$PGPORT with psql, unaware of Interlock"
+say "the agent connects to 127.0.0.1:$PGPORT with psql, unaware of Interlock (and with no valid password)"
 cat >"$WORK/agent.sh" <<AGENT
 #!/bin/bash
 echo "agent: pid \$\$, cgroup \$(cut -d: -f3 /proc/self/cgroup | tail -1)"
-PGPASSWORD=demo-secret psql -X -h 127.0.0.1 -p $PGPORT -U postgres -d postgres \\
-  -c "select 'hello from the agent' as greeting, inet_server_port() as server_port"
+PGPASSWORD=not-the-password psql -X -h 127.0.0.1 -p $PGPORT -U agent -d postgres \\
+  -c "select count(*) as orders, sum(amount) as total from orders" \\
+  -c "drop table orders" \\
+  -c "select 'still connected' as session"
 for dst in 127.0.0.1/6379 ${METRICS%:*}/${METRICS#*:}; do
 	echo -n "agent: connecting to \${dst/\//:} (not a target): "
 	if (exec 3<>/dev/tcp/\$dst) 2>"$WORK/denied.txt"; then
@@ -113,7 +128,9 @@ chmod +x "$WORK/agent.sh"
 "$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --parent /interlock-demo/agents -- "$WORK/agent.sh"
 
 say "what the engine saw"
-grep -E 'session (start|end)' "$WORK/interlock.log" | sed 's/^time=[^ ]* //'
+grep -E 'session (start|end)|statement blocked' "$WORK/interlock.log" | sed 's/^time=[^ ]* //'
+echo
+echo "the table is still there: $(runuser -u postgres -- psql -X -At -h "$WORK" -p $PGPORT -d postgres -c 'select count(*) from orders') rows"
 
 say "metrics"
-curl -s "http://$METRICS/metrics" | grep -E '^interlock_(connections_total|kernel_verdicts_total\{verdict="(redirected|egress_denied|engine_port_denied)"\}|bytes_total)'
+curl -s "http://$METRICS/metrics" | grep -E '^interlock_(connections_total|statements_total|kernel_verdicts_total\{verdict="(redirected|egress_denied|engine_port_denied)"\}|bytes_total)'
