@@ -111,7 +111,11 @@ type Target struct {
 	Database string // upstream database override, postgres only
 	// Credentials are injected by the engine when Auth is "inject".
 	Credentials Credentials
-	TLS         TargetTLS
+	// RoleCredentials are per-role database users (auth: inject): an agent
+	// connects as the user of the first of its roles listed here, in the
+	// order of Policy.AgentRoles, else with Credentials.
+	RoleCredentials map[string]Credentials
+	TLS             TargetTLS
 }
 
 // Protocols and auth modes understood in target definitions.
@@ -122,6 +126,16 @@ const (
 	AuthInject      = "inject"
 	AuthPassthrough = "passthrough"
 )
+
+// CredentialsFor returns the credentials an agent with roles connects with.
+func (t *Target) CredentialsFor(roles []string) Credentials {
+	for _, r := range roles {
+		if c, ok := t.RoleCredentials[r]; ok {
+			return c
+		}
+	}
+	return t.Credentials
+}
 
 // Credentials say where the engine finds the upstream secret. The file never
 // holds the secret itself.

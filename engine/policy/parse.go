@@ -79,6 +79,11 @@ func (d *decoder) document(p *Policy, root *yaml.Node) bool {
 	}
 	d.targets(p, sections["targets"])
 	d.roles(p, sections["roles"])
+	for _, r := range d.roleRefs {
+		if _, known := p.roleIdx[r.role]; !known {
+			d.errorf(r.node, "%s: unknown role %q", r.what, r.role)
+		}
+	}
 	d.agents(p, sections["agents"])
 	d.sequence(sections["rules"], "rules", func(i int, v *yaml.Node) {
 		if r := d.rule(v, "", i); r != nil {
@@ -121,7 +126,7 @@ func nameField(n *yaml.Node) *yaml.Node {
 	return nil
 }
 
-var targetKeys = []string{"name", "protocol", "address", "auth", "database", "credentials", "tls"}
+var targetKeys = []string{"name", "protocol", "address", "auth", "database", "credentials", "role_credentials", "tls"}
 
 func (d *decoder) targets(p *Policy, n *yaml.Node) {
 	p.targetIdx = map[string]int{}
@@ -133,7 +138,7 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 		if nn := nameField(v); nn != nil && nn.Kind == yaml.ScalarNode && nn.Value != "" {
 			what = fmt.Sprintf("target %q", nn.Value)
 		}
-		var protoNode, authNode, dbNode, credNode, tlsNode *yaml.Node
+		var protoNode, authNode, dbNode, credNode, roleCredNode, tlsNode *yaml.Node
 		ok := d.mapping(v, what, targetKeys, func(key string, f *yaml.Node) {
 			switch key {
 			case "name":
@@ -155,6 +160,9 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 			case "credentials":
 				credNode = f
 				d.credentials(f, what, &t.Credentials)
+			case "role_credentials":
+				roleCredNode = f
+				d.roleCredentials(f, what, &t)
 			case "tls":
 				tlsNode = f
 				d.targetTLS(f, what, &t.TLS)
@@ -186,6 +194,8 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 				d.errorf(v, "%s: auth: inject needs credentials (user and password_env or password_file)", what)
 			case t.Auth == AuthPassthrough && credNode != nil:
 				d.errorf(credNode, "%s: credentials are only used with auth: inject", what)
+			case t.Auth == AuthPassthrough && roleCredNode != nil:
+				d.errorf(roleCredNode, "%s: role_credentials are only used with auth: inject", what)
 			case credNode != nil && (c.User == "" || (c.PasswordEnv == "") == (c.PasswordFile == "")):
 				if c.User == "" && !hasKey(d.resolve(credNode), "user") {
 					d.errorf(credNode, "%s: credentials: user is required", what)
@@ -202,7 +212,7 @@ func (d *decoder) targets(p *Policy, n *yaml.Node) {
 			for _, f := range []struct {
 				n    *yaml.Node
 				name string
-			}{{authNode, "auth"}, {dbNode, "database"}, {credNode, "credentials"}, {tlsNode, "tls"}} {
+			}{{authNode, "auth"}, {dbNode, "database"}, {credNode, "credentials"}, {roleCredNode, "role_credentials"}, {tlsNode, "tls"}} {
 				if f.n != nil {
 					d.errorf(f.n, "%s: %s is only used with protocol postgres", what, f.name)
 				}
@@ -303,6 +313,33 @@ func validHostname(h string) bool {
 }
 
 var credentialKeys = []string{"user", "password_env", "password_file"}
+
+// roleCredentials parses a target's per-role database users: agents whose
+// roles include a listed role connect as that user instead of the target's
+// default credentials.
+func (d *decoder) roleCredentials(n *yaml.Node, what string, t *Target) {
+	n = d.resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s: role_credentials must map role names to credentials", what)
+		return
+	}
+	t.RoleCredentials = map[string]Credentials{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		role := k.Value
+		w := fmt.Sprintf("%s: role_credentials: %s", what, role)
+		var c Credentials
+		d.credentials(v, w, &c)
+		if c.User == "" {
+			d.errorf(v, "%s: credentials: user is required", w)
+		}
+		if (c.PasswordEnv == "") == (c.PasswordFile == "") {
+			d.errorf(v, "%s: credentials: give exactly one of password_env and password_file", w)
+		}
+		t.RoleCredentials[role] = c
+		d.roleRefs = append(d.roleRefs, roleRef{node: k, role: role, what: what + ": role_credentials"})
+	}
+}
 
 func (d *decoder) credentials(n *yaml.Node, what string, c *Credentials) {
 	what += ": credentials"

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -271,7 +272,7 @@ targets:
 		if !ok {
 			t.Fatalf("target %s missing", tt.name)
 		}
-		if g := *got; g != tt.want {
+		if g := *got; !reflect.DeepEqual(g, tt.want) {
 			t.Errorf("target %s:\n got %+v\nwant %+v", tt.name, g, tt.want)
 		}
 		if p.Targets()[i].Name != tt.name {
@@ -424,5 +425,41 @@ func TestParseActions(t *testing.T) {
 	}
 	if _, _, ok := expandAction("get"); ok {
 		t.Error("lower-case HTTP method accepted")
+	}
+}
+
+func TestRoleCredentials(t *testing.T) {
+	const src = `version: 1
+targets:
+  - name: db
+    protocol: postgres
+    address: 127.0.0.1:5432
+    credentials: {user: app, password_env: APP_PW}
+    role_credentials:
+      analyst: {user: app_ro, password_file: /run/ro.pw}
+agents:
+  - {name: a, roles: [writer, analyst]}
+roles:
+  - {name: analyst}
+  - {name: writer}
+`
+	p, err := Parse("p.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := p.Target("db")
+	if c := tg.CredentialsFor([]string{"writer", "analyst"}); c.User != "app_ro" {
+		t.Errorf("writer+analyst connects as %q, want app_ro (first listed role with its own user)", c.User)
+	}
+	if c := tg.CredentialsFor([]string{"writer"}); c.User != "app" {
+		t.Errorf("writer connects as %q, want the default app", c.User)
+	}
+	bad := strings.Replace(src, "analyst: {user: app_ro", "ghost: {user: app_ro", 1)
+	if _, err := Parse("p.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), `p.yaml:8: target "db": role_credentials: unknown role "ghost"`) {
+		t.Errorf("unknown role in role_credentials: %v", err)
+	}
+	noPw := strings.Replace(src, ", password_file: /run/ro.pw", "", 1)
+	if _, err := Parse("p.yaml", []byte(noPw)); err == nil || !strings.Contains(err.Error(), "exactly one of password_env and password_file") {
+		t.Errorf("role credentials without a password source: %v", err)
 	}
 }

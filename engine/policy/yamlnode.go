@@ -22,6 +22,15 @@ type decoder struct {
 	// nodes bounds the work spent on one file, so that alias-heavy input
 	// (a "billion laughs" document) cannot make a reload spin.
 	nodes int
+	// roleRefs are role names used by targets (role_credentials), checked
+	// once the roles section is parsed.
+	roleRefs []roleRef
+}
+
+type roleRef struct {
+	node *yaml.Node
+	role string
+	what string
 }
 
 // maxNodes is far above any policy a human writes.

@@ -128,7 +128,8 @@ func authMode(t *policy.Target) string {
 // SCRAM-SHA-256 or md5 as the server demands), then takes the raw
 // connection over.
 func (h *Handler) inject(ctx context.Context, s *engine.Session, t *policy.Target, startup *pgproto3.StartupMessage) (*upstream, error) {
-	password, err := t.Credentials.Password()
+	creds := t.CredentialsFor(s.Identity.Roles)
+	password, err := creds.Password()
 	if err != nil {
 		return nil, err
 	}
@@ -137,9 +138,9 @@ func (h *Handler) inject(ctx context.Context, s *engine.Session, t *policy.Targe
 		db = startup.Parameters["database"]
 	}
 	if db == "" {
-		db = t.Credentials.User
+		db = creds.User
 	}
-	cfg, err := pgconn.ParseConfig(connString(s.Identity.OrigDst.Addr().String(), s.Identity.OrigDst.Port(), t.Credentials.User, db, t.TLS.Mode))
+	cfg, err := pgconn.ParseConfig(connString(s.Identity.OrigDst.Addr().String(), s.Identity.OrigDst.Port(), creds.User, db, t.TLS.Mode))
 	if err != nil {
 		return nil, fmt.Errorf("upstream config: %w", err)
 	}
@@ -160,7 +161,7 @@ func (h *Handler) inject(ctx context.Context, s *engine.Session, t *policy.Targe
 	up := &upstream{
 		conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, 64<<10),
 		pid: hj.PID, secret: hj.SecretKey, params: hj.ParameterStatuses, txStatus: hj.TxStatus,
-		dbUser: t.Credentials.User, database: db,
+		dbUser: creds.User, database: db,
 	}
 	if up.txStatus == 0 {
 		up.txStatus = 'I'

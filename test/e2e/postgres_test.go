@@ -34,15 +34,20 @@ insert into secrets values ('api', 'hunter2');
 create table notes (id serial primary key, body text);
 set password_encryption = 'md5';
 create role md5user login password 'md5pw' superuser;
+set password_encryption = 'scram-sha-256';
+create role ro_user login password 'ro_pw';
+grant select on all tables in schema public to ro_user;
 `
 
-func pgPolicy(port int, pwFile, md5File string) string {
+func pgPolicy(port int, pwFile, md5File, roFile string) string {
 	return fmt.Sprintf(`version: 1
 targets:
   - name: db
     protocol: postgres
     address: "127.0.0.1:%[1]d"
     credentials: {user: postgres, password_file: %[2]s}
+    role_credentials:
+      analyst: {user: ro_user, password_file: %[4]s}   # analysts connect as a read-only database user
     tls: {mode: disable}
   - name: db-md5
     protocol: postgres
@@ -81,7 +86,7 @@ rules:
     decision: block
   - {id: no-privilege, actions: [privilege, set_role, set_session_authorization, do], decision: block}
   - {id: no-secrets, actions: [all], tables: [public.secrets], decision: block, message: "secrets are off limits"}
-`, port, pwFile, md5File)
+`, port, pwFile, md5File, roFile)
 }
 
 func setupPG(t *testing.T, extraConfig string) *pgEnv {
@@ -96,10 +101,11 @@ func setupPG(t *testing.T, extraConfig string) *pgEnv {
 		t.Fatalf("create schema: %v\n%s", err, out)
 	}
 	dir := t.TempDir()
-	pw, md5pw := filepath.Join(dir, "pw"), filepath.Join(dir, "md5pw")
+	pw, md5pw, ropw := filepath.Join(dir, "pw"), filepath.Join(dir, "md5pw"), filepath.Join(dir, "ropw")
 	os.WriteFile(pw, []byte(e.pg.Password+"\n"), 0o600)
 	os.WriteFile(md5pw, []byte("md5pw\n"), 0o600)
-	e.d = harness.NewDaemon(t, e.cg.Root, harness.PinDir(t), pgPolicy(e.pg.Port, pw, md5pw))
+	os.WriteFile(ropw, []byte("ro_pw\n"), 0o600)
+	e.d = harness.NewDaemon(t, e.cg.Root, harness.PinDir(t), pgPolicy(e.pg.Port, pw, md5pw, ropw))
 	if extraConfig != "" {
 		e.d.AppendConfig(extraConfig)
 	}
@@ -393,16 +399,17 @@ func TestPostgresBlocked(t *testing.T) {
 func TestPostgresAuthModes(t *testing.T) {
 	e := setupPG(t, "")
 	cases := []struct {
-		name, dsn, want string
+		name, agent, dsn, want string
 	}{
-		{"inject, SCRAM upstream", e.dsn("127.0.0.1"), "postgres"},
-		{"inject, md5 upstream, TLS prefer", e.dsn("127.0.0.2"), "md5user"},
-		{"passthrough SCRAM", fmt.Sprintf("postgres://postgres:%s@[::1]:%d/postgres?sslmode=disable", e.pg.Password, e.pg.Port), "postgres"},
-		{"passthrough md5", fmt.Sprintf("postgres://md5user:md5pw@[::1]:%d/postgres?sslmode=disable", e.pg.Port), "md5user"},
+		{"inject, SCRAM upstream", e.writer, e.dsn("127.0.0.1"), "postgres"},
+		{"inject, per-role database user", e.analyst, e.dsn("127.0.0.1"), "ro_user"},
+		{"inject, md5 upstream, TLS prefer", e.analyst, e.dsn("127.0.0.2"), "md5user"},
+		{"passthrough SCRAM", e.analyst, fmt.Sprintf("postgres://postgres:%s@[::1]:%d/postgres?sslmode=disable", e.pg.Password, e.pg.Port), "postgres"},
+		{"passthrough md5", e.analyst, fmt.Sprintf("postgres://md5user:md5pw@[::1]:%d/postgres?sslmode=disable", e.pg.Port), "md5user"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			connErr, res := harness.RunPgx(t, e.analyst, c.dsn, harness.PgxStep{SQL: "select current_user"})
+			connErr, res := harness.RunPgx(t, c.agent, c.dsn, harness.PgxStep{SQL: "select current_user"})
 			if connErr != "" || res[0].Err != "" || res[0].Rows[0][0] != c.want {
 				t.Fatalf("connect: %s, result %+v; want current_user %s", connErr, res, c.want)
 			}
