@@ -11,9 +11,6 @@ import (
 	"github.com/interlockhq/interlock/engine/policy"
 )
 
-// classifyProtocol is Operation.Protocol for everything this package produces.
-const classifyProtocol = "postgres"
-
 // Classifier turns SQL text into policy operations with the real PostgreSQL
 // parser (libpg_query). It is safe for concurrent use; results are cached by
 // exact statement text in a bounded LRU.
@@ -221,7 +218,7 @@ func (c *Classifier) classify(sql string) (*Classification, error) {
 // unparsable is the classification of a query the parser rejected.
 func unparsable(sql, reason string) *Classification {
 	return &Classification{Statements: []Statement{{
-		Op:   policy.Operation{Protocol: classifyProtocol, Unclassified: true, Reason: reason, Attrs: policy.Attributes{RowEstimate: -1}},
+		Op:   policy.Operation{Protocol: policy.ProtocolPostgres, Unclassified: true, Reason: reason, Attrs: policy.Attributes{RowEstimate: -1}},
 		Text: strings.TrimSpace(sql),
 	}}}
 }
@@ -229,7 +226,7 @@ func unparsable(sql, reason string) *Classification {
 // classifyRaw classifies one RawStmt.
 func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
 	st := Statement{Text: statementText(t, rs, sql)}
-	st.Op.Protocol = classifyProtocol
+	st.Op.Protocol = policy.ProtocolPostgres
 	st.Op.Attrs.RowEstimate = -1
 	w := walker{t: t, cats: cats, relAct: policy.ActionSelect}
 	stmt, ok := t.get(rs, "stmt")
@@ -240,7 +237,7 @@ func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
 		w.unclassified("statement without a parse tree")
 	}
 	if w.fail != "" {
-		st.Op = policy.Operation{Protocol: classifyProtocol, Unclassified: true, Reason: w.fail, Attrs: policy.Attributes{RowEstimate: -1}}
+		st.Op = policy.Operation{Protocol: policy.ProtocolPostgres, Unclassified: true, Reason: w.fail, Attrs: policy.Attributes{RowEstimate: -1}}
 		st.Tag, st.Prepare, st.Execute, st.Deallocate = "", "", "", ""
 		st.TxControl = TxControl{}
 		return st
