@@ -115,6 +115,10 @@ type clientConn struct {
 	w    *lockedWriter
 }
 
+// fatal tells the agent why its session ends. It gets a fresh write
+// deadline: the read deadline that expired (handshake, idle) would
+// otherwise swallow the message.
 func (c *clientConn) fatal(code, msg string) {
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	c.w.send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
 }

@@ -46,11 +46,19 @@ type pipeSession struct {
 
 func newPipeSession(t testing.TB) *pipeSession {
 	t.Helper()
+	return newPipeSessionWith(t, Config{})
+}
+
+func newPipeSessionWith(t testing.TB, cfg Config) *pipeSession {
+	t.Helper()
 	pol, err := policy.Parse("unit.yaml", []byte(unitPolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(Config{Policy: func() *policy.Policy { return pol }, MaxMessageSize: 4096, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg.Policy = func() *policy.Policy { return pol }
+	cfg.MaxMessageSize = 4096
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := NewHandler(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,3 +235,47 @@ func TestOversizedMessageEndsSessionCleanly(t *testing.T) {
 }
 
 func typeName(m any) string { return fmt.Sprintf("%T", m) }
+
+func TestIdleTimeout(t *testing.T) {
+	ps := newPipeSessionWith(t, Config{IdleTimeout: 200 * time.Millisecond})
+	start := time.Now()
+	e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "57P05" || e.Severity != "FATAL" {
+		t.Fatalf("agent got %#v, want FATAL 57P05", e)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("idle session closed after %v, before the timeout", d)
+	}
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	pol, _ := policy.Parse("unit.yaml", []byte(unitPolicy))
+	h, err := NewHandler(Config{Policy: func() *policy.Policy { return pol }, HandshakeTimeout: 200 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentEnd, engineEnd := net.Pipe()
+	defer agentEnd.Close()
+	s := engine.NewSession(engine.Identity{Agent: "analyst", Target: "db"}, h.cfg.Log)
+	done := make(chan error, 1)
+	go func() {
+		err := h.Serve(context.Background(), s, engineEnd)
+		engineEnd.Close() // as engine.Server does after Serve
+		done <- err
+	}()
+	// A silent client: the engine gives up after the handshake timeout.
+	agentEnd.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(agentEnd)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "startup") {
+			t.Errorf("Serve = %v, want a startup error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handshake never timed out")
+	}
+	if !strings.Contains(string(b), "08P01") {
+		t.Errorf("agent got %q, want a FATAL protocol error", b)
+	}
+}
