@@ -218,7 +218,7 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 
 	ready := make(chan struct{})
 	sess := &Session{
-		ID: s.nextID.Add(1), Identity: id, IdentityReady: ready, Started: time.Now(),
+		ID: s.nextID.Add(1), UID: NewSessionUID(), Identity: id, IdentityReady: ready, Started: time.Now(),
 		dialer: s.dialer, metrics: s.metrics,
 	}
 	sess.Log = s.cfg.Log.With("session", sess.ID, "agent", id.Agent, "target", id.Target)
@@ -232,7 +232,7 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		defer close(ready)
 		enrich(&sess.Identity)
 		id := &sess.Identity
-		sess.Log.Info("session start",
+		sess.Log.Info("session start", "uid", sess.UID,
 			"roles", id.Roles, "pid", id.PID, "exe", id.Exe, "cgroup", id.CgroupPath,
 			"orig_dst", id.OrigDst, "client", id.Client, "protocol", id.Protocol)
 		if s.cfg.Events != nil {

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -30,6 +32,9 @@ type SessionEvents interface {
 // Session is one agent connection to one target.
 type Session struct {
 	ID uint64
+	// UID identifies the session beyond this process (recordings, audit):
+	// 128 random bits in hex.
+	UID string
 	// Identity is complete once IdentityReady is closed: the executable and
 	// cgroup path are read from /proc off the connect path, concurrently
 	// with the handler's upstream dial. Agent, roles, target, pid and
@@ -65,7 +70,7 @@ func (s *Session) AddBytes(direction string, n int64) {
 func NewSession(id Identity, log *slog.Logger) *Session {
 	ready := make(chan struct{})
 	close(ready)
-	return &Session{ID: 1, Identity: id, IdentityReady: ready, Started: time.Now(), Log: log, dialer: &net.Dialer{}}
+	return &Session{ID: 1, UID: NewSessionUID(), Identity: id, IdentityReady: ready, Started: time.Now(), Log: log, dialer: &net.Dialer{}}
 }
 
 // SessionInfo is a session as `interlock status` shows it.
@@ -81,4 +86,11 @@ type SessionInfo struct {
 func (s *Session) Info() SessionInfo {
 	<-s.IdentityReady
 	return SessionInfo{ID: s.ID, Identity: s.Identity, Started: s.Started, BytesToTarget: s.in.Load(), BytesToClient: s.out.Load()}
+}
+
+// NewSessionUID returns a new random session UID.
+func NewSessionUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
