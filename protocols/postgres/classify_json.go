@@ -150,11 +150,18 @@ func (p *jparser) value(key span) (jval, error) {
 	if p.pos >= len(p.s) {
 		return jval{}, p.errorf("unexpected end")
 	}
-	switch c := p.s[p.pos]; {
-	case c == '{':
+	switch p.s[p.pos] {
+	case '{':
 		return p.container(key, jObject, '}')
-	case c == '[':
+	case '[':
 		return p.container(key, jArray, ']')
+	}
+	return p.scalar(key)
+}
+
+// scalar decodes a string, number, true, false or null.
+func (p *jparser) scalar(key span) (jval, error) {
+	switch c := p.s[p.pos]; {
 	case c == '"':
 		str, err := p.string()
 		return jval{key: key, kind: jString, str: str}, err
@@ -184,9 +191,9 @@ func (p *jparser) value(key span) (jval, error) {
 	}
 }
 
-// container decodes an object or array. Its children are collected on
-// p.stack while their own descendants are decoded, then moved to p.vals in
-// one block so that they are contiguous.
+// container decodes an object or array starting at its opening bracket.
+// Its children are collected on p.stack while their own descendants are
+// decoded, then moved to p.vals in one block so that they are contiguous.
 func (p *jparser) container(key span, kind jkind, end byte) (jval, error) {
 	if p.depth >= maxJSONDepth {
 		return jval{}, p.errorf("nesting too deep")
@@ -222,7 +229,20 @@ func (p *jparser) members(key span, kind jkind, end byte) (jval, error) {
 			}
 			p.pos++
 		}
-		v, err := p.value(member)
+		p.space()
+		if p.pos >= len(p.s) {
+			return jval{}, p.errorf("unexpected end")
+		}
+		var v jval
+		var err error
+		switch p.s[p.pos] {
+		case '{':
+			v, err = p.container(member, jObject, '}')
+		case '[':
+			v, err = p.container(member, jArray, ']')
+		default:
+			v, err = p.scalar(member)
+		}
 		if err != nil {
 			return jval{}, err
 		}
@@ -240,11 +260,10 @@ func (p *jparser) members(key span, kind jkind, end byte) (jval, error) {
 			return jval{}, p.errorf("expected ',' or %q", end)
 		}
 	}
-	children := p.stack[mark:]
 	first := len(p.vals)
-	p.vals = append(p.vals, children...)
+	p.vals = append(p.vals, p.stack[mark:]...)
 	p.stack = p.stack[:mark]
-	return jval{key: key, kind: kind, first: int32(first), n: int32(len(children))}, nil
+	return jval{key: key, kind: kind, first: int32(first), n: int32(len(p.vals) - first)}, nil
 }
 
 // string decodes a string starting at the opening quote. Bytes are kept as
