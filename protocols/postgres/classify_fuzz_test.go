@@ -63,3 +63,26 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseJSON feeds the decoder arbitrary bytes: it must return a tree
+// or an error, never panic or index out of range while the tree is read.
+func FuzzParseJSON(f *testing.F) {
+	for _, s := range []string{`{"a":[1,{"b":"c\u0041"},null,true,false]}`, `[]`, `{"x":"\ud800"}`, `[[[[`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tree, err := parseJSON(s)
+		if err != nil {
+			return
+		}
+		var walk func(v jval)
+		walk = func(v jval) {
+			_ = tree.keyOf(v)
+			_ = tree.strOf(v)
+			for _, c := range tree.children(v) {
+				walk(c)
+			}
+		}
+		walk(tree.root)
+	})
+}
