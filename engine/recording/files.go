@@ -1,0 +1,586 @@
+package recording
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Files is the default store: segment files seg-<first seq>.log under a
+// directory (state_dir/recordings), one record a line, and head.json.
+//
+// A new segment is allocated at its full size up front (fallocate), so that
+// appends overwrite allocated blocks and fdatasync writes no file size
+// change: about half the latency of a sync after a growing append on ext4.
+// The unused tail reads as NUL bytes, where readers stop; a sealed segment
+// is cut to its data. A crash can leave a torn last line (written, never
+// synced, never acknowledged): opening for writing cuts it.
+type Files struct {
+	cfg FilesConfig
+	ro  bool
+
+	mu        sync.Mutex
+	cur       *os.File
+	curName   string
+	curFirst  uint64
+	off       int64 // data length of the current segment
+	allocated int64
+	broken    error // a failed append could not be rolled back
+	segs      []segment
+}
+
+// FilesConfig configures a Files store.
+type FilesConfig struct {
+	Dir string
+	// SegmentSize is when a segment is sealed and a new one started.
+	SegmentSize int64
+	// RetentionAge removes sealed segments last written longer ago (0:
+	// keep); RetentionSize removes the oldest sealed segments while all
+	// segments together are larger (0: no limit).
+	RetentionAge  time.Duration
+	RetentionSize int64
+	Log           *slog.Logger
+
+	noSync bool // benchmarks of the append path only
+}
+
+type segment struct {
+	name  string
+	first uint64
+}
+
+const (
+	segPrefix = "seg-"
+	segSuffix = ".log"
+	headFile  = "head.json"
+	// DefaultSegmentSize is the default FilesConfig.SegmentSize.
+	DefaultSegmentSize = 64 << 20
+)
+
+func segName(first uint64) string { return fmt.Sprintf("%s%020d%s", segPrefix, first, segSuffix) }
+
+// OpenFiles opens (creating the directory, 0700) the store for the daemon's
+// writer: it cuts a torn last line and positions the writer after the last
+// record.
+func OpenFiles(cfg FilesConfig) (*Files, error) {
+	if cfg.SegmentSize <= 0 {
+		cfg.SegmentSize = DefaultSegmentSize
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recording: create %s: %w", cfg.Dir, err)
+	}
+	s := &Files{cfg: cfg}
+	if err := s.list(); err != nil {
+		return nil, err
+	}
+	if err := s.openTail(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenFilesReadOnly opens the store for reading (the CLI, while the daemon
+// runs): it changes nothing.
+func OpenFilesReadOnly(dir string) (*Files, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("recording: open %s: %w", dir, err)
+	}
+	s := &Files{cfg: FilesConfig{Dir: dir}, ro: true}
+	return s, s.list()
+}
+
+func (s *Files) list() error {
+	ents, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("recording: list %s: %w", s.cfg.Dir, err)
+	}
+	s.segs = s.segs[:0]
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, segPrefix) || !strings.HasSuffix(n, segSuffix) {
+			continue
+		}
+		first, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, segPrefix), segSuffix), 10, 64)
+		if err != nil {
+			continue
+		}
+		s.segs = append(s.segs, segment{name: n, first: first})
+	}
+	sort.Slice(s.segs, func(i, j int) bool { return s.segs[i].first < s.segs[j].first })
+	return nil
+}
+
+// openTail opens the last segment for appending (or creates the first),
+// finds the end of its data and cuts a torn last line.
+func (s *Files) openTail() error {
+	if len(s.segs) == 0 {
+		return s.startSegment(1)
+	}
+	last := s.segs[len(s.segs)-1]
+	path := filepath.Join(s.cfg.Dir, last.name)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("recording: open %s: %w", path, err)
+	}
+	end, torn, err := dataEnd(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("recording: read %s: %w", path, err)
+	}
+	if torn > 0 {
+		// A line written but not synced before a crash: its statement was
+		// never acknowledged, so never forwarded.
+		s.cfg.Log.Warn("recording: cutting a torn last record (crash during a write)", "segment", last.name, "bytes", torn)
+		if err := f.Truncate(end); err != nil {
+			f.Close()
+			return fmt.Errorf("recording: cut torn record in %s: %w", path, err)
+		}
+		f.Sync()
+	}
+	st, _ := f.Stat()
+	s.cur, s.curName, s.curFirst, s.off, s.allocated = f, last.name, last.first, end, st.Size()
+	if s.allocated < s.cfg.SegmentSize && end < s.cfg.SegmentSize {
+		s.preallocate()
+	}
+	return nil
+}
+
+// dataEnd returns the end of f's complete lines and the length of a torn
+// fragment after them (bytes before the NUL padding or EOF with no newline).
+func dataEnd(f *os.File) (end, torn int64, err error) {
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 256<<10)
+	var off int64
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if i := bytes.IndexByte(chunk, 0); i >= 0 {
+			return end, off + int64(i) - end, nil
+		}
+		off += int64(len(chunk))
+		switch {
+		case err == nil:
+			end = off
+		case errors.Is(err, bufio.ErrBufferFull):
+		case err == io.EOF:
+			return end, off - end, nil
+		default:
+			return 0, 0, err
+		}
+	}
+}
+
+func (s *Files) preallocate() {
+	err := unix.Fallocate(int(s.cur.Fd()), 0, 0, s.cfg.SegmentSize)
+	switch {
+	case err == nil:
+		s.allocated = s.cfg.SegmentSize
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, syscall.ENOSYS):
+		// The filesystem cannot: appends grow the file instead.
+	default:
+		s.cfg.Log.Warn("recording: could not preallocate the segment; appends grow it", "segment", s.curName, "error", err)
+	}
+}
+
+// startSegment creates and switches to a new, empty segment.
+func (s *Files) startSegment(first uint64) error {
+	f, name, alloc, err := s.createSegment(first)
+	if err != nil {
+		return err
+	}
+	s.cur, s.curName, s.curFirst, s.off, s.allocated = f, name, first, 0, alloc
+	s.segs = append(s.segs, segment{name: name, first: first})
+	return nil
+}
+
+func (s *Files) createSegment(first uint64) (*os.File, string, int64, error) {
+	name := segName(first)
+	path := filepath.Join(s.cfg.Dir, name)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("recording: create segment %s: %w", path, err)
+	}
+	var alloc int64
+	err = unix.Fallocate(int(f.Fd()), 0, 0, s.cfg.SegmentSize)
+	switch {
+	case err == nil:
+		alloc = s.cfg.SegmentSize
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, syscall.ENOSYS):
+	default:
+		// ENOSPC above all: refuse now rather than fail later mid-segment.
+		f.Close()
+		os.Remove(path)
+		return nil, "", 0, fmt.Errorf("recording: allocate segment %s: %w", path, err)
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, "", 0, fmt.Errorf("recording: sync %s: %w", s.cfg.Dir, err)
+	}
+	return f, name, alloc, nil
+}
+
+// Last implements Store (a Files store holds one host's chain).
+func (s *Files) Last(ctx context.Context, _ string) (*Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.segs) - 1; i >= 0; i-- {
+		var last []byte
+		err := s.scanSegment(s.segs[i].name, func(line []byte, _ int) error {
+			last = append(last[:0], line...)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if last != nil {
+			rec, err := ParseRecord(last)
+			if err != nil {
+				return nil, fmt.Errorf("recording: the last record in %s is damaged (%v); run `interlock audit verify`, and move the segment aside to start a new chain", s.segs[i].name, err)
+			}
+			return rec, nil
+		}
+	}
+	return nil, nil
+}
+
+// Append implements Store.
+func (s *Files) Append(ctx context.Context, recs []*Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ro {
+		return errors.New("recording: store opened read-only")
+	}
+	if s.broken != nil {
+		return s.broken
+	}
+	return s.appendLocked(recs)
+}
+
+func (s *Files) appendLocked(recs []*Record) error {
+	n := 0
+	for _, r := range recs {
+		n += len(r.Raw) + 1
+	}
+	buf := make([]byte, 0, n)
+	for _, r := range recs {
+		buf = append(append(buf, r.Raw...), '\n')
+	}
+	if _, err := s.cur.WriteAt(buf, s.off); err != nil {
+		s.rollback(err)
+		return fmt.Errorf("recording: write %s: %w", s.curName, hint(err))
+	}
+	if !s.cfg.noSync {
+		if err := unix.Fdatasync(int(s.cur.Fd())); err != nil {
+			// After a failed sync the page cache state is unknown (the
+			// kernel may have dropped the dirty pages): roll back and let
+			// the next batch try again.
+			s.rollback(err)
+			return fmt.Errorf("recording: sync %s: %w", s.curName, hint(err))
+		}
+	}
+	s.off += int64(n)
+	return nil
+}
+
+// rollback undoes a partial write: the region after off is zeroed (within
+// the preallocation) or cut.
+func (s *Files) rollback(cause error) {
+	var err error
+	if s.off < s.allocated {
+		err = unix.Fallocate(int(s.cur.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, s.off, s.allocated-s.off)
+		if err == nil {
+			err = unix.Fallocate(int(s.cur.Fd()), 0, s.off, s.allocated-s.off)
+			if errors.Is(err, syscall.ENOSPC) {
+				err = nil // the hole reads as zeros; appends will grow it
+			}
+		}
+	} else {
+		err = s.cur.Truncate(s.off)
+	}
+	if err != nil {
+		s.broken = fmt.Errorf("recording: segment %s is unusable after a failed write (%v) could not be rolled back: %w", s.curName, cause, err)
+		s.cfg.Log.Error(s.broken.Error())
+	}
+}
+
+func hint(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%w (the recording filesystem is full: free space or lower recording.retention_size)", err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w (the recording filesystem is read-only)", err)
+	}
+	return err
+}
+
+func (s *Files) needsRotation(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.off > 0 && s.off+int64(n) > s.cfg.SegmentSize
+}
+
+func (s *Files) rotate(ctx context.Context, checkpoint *Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	f, name, alloc, err := s.createSegment(checkpoint.Seq + 1)
+	if err != nil {
+		return err
+	}
+	if err := s.appendLocked([]*Record{checkpoint}); err != nil {
+		f.Close()
+		os.Remove(filepath.Join(s.cfg.Dir, name))
+		syncDir(s.cfg.Dir)
+		return err
+	}
+	// Sealed: cut the preallocated tail. Failures here lose nothing
+	// (readers stop at the NUL padding).
+	old := s.cur
+	if err := old.Truncate(s.off); err == nil {
+		old.Sync()
+	}
+	old.Close()
+	s.cur, s.curName, s.curFirst, s.off, s.allocated = f, name, checkpoint.Seq+1, 0, alloc
+	s.segs = append(s.segs, segment{name: name, first: checkpoint.Seq + 1})
+	return nil
+}
+
+func (s *Files) retention(now time.Time) ([]string, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.RetentionAge <= 0 && s.cfg.RetentionSize <= 0 {
+		return nil, 0
+	}
+	sizes := make([]int64, len(s.segs))
+	var total int64
+	for i, sg := range s.segs {
+		if sg.name == s.curName {
+			sizes[i] = s.off
+		} else if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil {
+			sizes[i] = st.Size()
+		}
+		total += sizes[i]
+	}
+	var victims []string
+	var first uint64
+	for i, sg := range s.segs[:len(s.segs)-1] { // never the current segment
+		st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name))
+		old := err == nil && s.cfg.RetentionAge > 0 && now.Sub(st.ModTime()) > s.cfg.RetentionAge
+		big := s.cfg.RetentionSize > 0 && total > s.cfg.RetentionSize
+		if !old && !big {
+			break
+		}
+		victims = append(victims, sg.name)
+		total -= sizes[i]
+		first = s.segs[i+1].first
+	}
+	return victims, first
+}
+
+func (s *Files) remove(victims []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, v := range victims {
+		if err := os.Remove(filepath.Join(s.cfg.Dir, v)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	syncDir(s.cfg.Dir)
+	s.list()
+	return errors.Join(errs...)
+}
+
+func (s *Files) firstSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.segs) == 0 {
+		return 1
+	}
+	return s.segs[0].first
+}
+
+// Scan implements Store. Segments are read in order of their first seq;
+// each line's location is "<segment>:<line>".
+func (s *Files) Scan(ctx context.Context, f Filter, fn func(*Record, string, error) error) error {
+	s.mu.Lock()
+	if s.ro {
+		s.list()
+	}
+	segs := append([]segment(nil), s.segs...)
+	s.mu.Unlock()
+	var sessNeedle, typeNeedles [][]byte
+	if f.Session != "" {
+		q, _ := json.Marshal(f.Session)
+		sessNeedle = [][]byte{append([]byte(`"session":`), q...)}
+	}
+	for _, t := range f.Types {
+		typeNeedles = append(typeNeedles, []byte(`"type":"`+string(t)+`"`))
+	}
+	for i, sg := range segs {
+		if f.From > 0 && i+1 < len(segs) && segs[i+1].first <= f.From {
+			continue // everything in it is older
+		}
+		err := s.scanSegment(sg.name, func(line []byte, n int) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			// Cheap pre-filters before decoding (the needles cannot
+			// occur inside the data's escaped strings unquoted).
+			if !containsAny(line, sessNeedle) || !containsAny(line, typeNeedles) {
+				return nil
+			}
+			loc := fmt.Sprintf("%s:%d", sg.name, n)
+			rec, err := decodeRecord(append([]byte(nil), line...))
+			if err != nil {
+				return fn(nil, loc, err)
+			}
+			if !f.match(rec) {
+				return nil
+			}
+			return fn(rec, loc, nil)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func containsAny(line []byte, needles [][]byte) bool {
+	if len(needles) == 0 {
+		return true
+	}
+	for _, n := range needles {
+		if bytes.Contains(line, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanSegment calls fn for each complete line (without its newline) and
+// its 1-based line number, up to the NUL padding. A torn last line is
+// skipped: the writer cuts it at its next start.
+func (s *Files) scanSegment(name string, fn func(line []byte, n int) error) error {
+	f, err := os.Open(filepath.Join(s.cfg.Dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // removed by retention meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("recording: open %s: %w", name, err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 256<<10)
+	for n := 1; ; n++ {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) && bytes.IndexByte(line, 0) < 0 {
+				line, err = r.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		if bytes.IndexByte(line, 0) >= 0 {
+			return nil // the preallocated tail, or a torn line before it
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("recording: read %s: %w", name, err)
+		}
+		if err := fn(line[:len(line)-1], n); err != nil {
+			return err
+		}
+	}
+}
+
+// PutHead implements Store: head.json is replaced atomically.
+func (s *Files) PutHead(ctx context.Context, h *Head) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(s.cfg.Dir, headFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("recording: write head: %w", hint(err))
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil && !s.cfg.noSync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(s.cfg.Dir, headFile))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("recording: write head: %w", hint(err))
+	}
+	if !s.cfg.noSync {
+		syncDir(s.cfg.Dir)
+	}
+	return nil
+}
+
+// Head implements Store.
+func (s *Files) Head(ctx context.Context, _ string) (*Head, error) {
+	b, err := os.ReadFile(filepath.Join(s.cfg.Dir, headFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording: read head: %w", err)
+	}
+	var h Head
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("recording: %s is damaged: %w", headFile, err)
+	}
+	return &h, nil
+}
+
+// Hosts implements Store: the host of the last record.
+func (s *Files) Hosts(ctx context.Context) ([]string, error) {
+	last, err := s.Last(ctx, "")
+	if err != nil || last == nil {
+		return nil, err
+	}
+	return []string{last.Host}, nil
+}
+
+// Close implements Store.
+func (s *Files) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return nil
+	}
+	err := s.cur.Close()
+	s.cur = nil
+	return err
+}

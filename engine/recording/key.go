@@ -1,0 +1,157 @@
+package recording
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// KeyFile is the signing key's file name in the state directory.
+const KeyFile = "recording.key"
+
+// LoadOrCreateKey reads the ed25519 signing key (PKCS#8 PEM) at path,
+// creating it (0600, directory 0700) when it does not exist yet.
+func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	k, err := LoadKey(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return k, err
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate recording key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("encode recording key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create recording key %s: %w", path, err)
+	}
+	// O_EXCL: two daemons starting at once must not each write a key.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return LoadKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create recording key %s: %w", path, err)
+	}
+	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write recording key %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write recording key %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write recording key %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	return priv, nil
+}
+
+// LoadKey reads an existing signing key.
+func LoadKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read recording key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("%w: %s is not a PEM private key", ErrBadKey, path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadKey, path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not an ed25519 key", ErrBadKey, path)
+	}
+	return priv, nil
+}
+
+// PublicKeyPEM encodes a public key as PKIX PEM (what `interlock audit
+// pubkey` prints and `audit verify --pubkey` reads).
+func PublicKeyPEM(pub ed25519.PublicKey) []byte {
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// ParsePublicKeyPEM reads a key written by PublicKeyPEM.
+func ParsePublicKeyPEM(b []byte) (ed25519.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%w: not a PEM public key", ErrBadKey)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: not an ed25519 key", ErrBadKey)
+	}
+	return pub, nil
+}
+
+// KeyID names a public key in checkpoints: hex of the first 8 bytes of its
+// SHA-256.
+func KeyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Head is the latest signed checkpoint, kept outside the chain (a file
+// rewritten atomically, or an append-only table): the chain must reach
+// Seq with Hash, and may start no later than FirstSeq.
+type Head struct {
+	Host     string    `json:"host"`
+	Seq      uint64    `json:"seq"`
+	Hash     string    `json:"hash"`
+	FirstSeq uint64    `json:"first_seq"`
+	Time     time.Time `json:"time"`
+	Key      string    `json:"key"`
+	Sig      string    `json:"sig"`
+}
+
+// checkpointMessage is the byte string a checkpoint's signature covers.
+func checkpointMessage(host string, seq uint64, hash string, firstSeq uint64) []byte {
+	return []byte("interlock-checkpoint-v1\n" + host + "\n" + strconv.FormatUint(seq, 10) + "\n" + hash + "\n" + strconv.FormatUint(firstSeq, 10))
+}
+
+func sign(priv ed25519.PrivateKey, host string, seq uint64, hash string, firstSeq uint64) Checkpoint {
+	pub := priv.Public().(ed25519.PublicKey)
+	sig := ed25519.Sign(priv, checkpointMessage(host, seq, hash, firstSeq))
+	return Checkpoint{Seq: seq, Hash: hash, FirstSeq: firstSeq, Key: KeyID(pub), Sig: base64.StdEncoding.EncodeToString(sig)}
+}
+
+func (c *Checkpoint) verify(pub ed25519.PublicKey, host string) bool {
+	sig, err := base64.StdEncoding.DecodeString(c.Sig)
+	return err == nil && ed25519.Verify(pub, checkpointMessage(host, c.Seq, c.Hash, c.FirstSeq), sig)
+}
+
+func (h *Head) verify(pub ed25519.PublicKey) bool {
+	c := Checkpoint{Seq: h.Seq, Hash: h.Hash, FirstSeq: h.FirstSeq, Sig: h.Sig}
+	return c.verify(pub, h.Host)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,281 @@
+package recording
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PostgresSchema creates the shared store's tables. The daemon runs it when
+// the tables are missing and its role may create them; otherwise a DBA
+// runs it once, then grants the writer role INSERT and SELECT only (see
+// docs/recording.md): no UPDATE, DELETE or TRUNCATE, so that a host can
+// add to its chain but never rewrite what it already sent.
+const PostgresSchema = `
+CREATE TABLE IF NOT EXISTS interlock_records (
+	host    text        NOT NULL,
+	seq     bigint      NOT NULL,
+	time    timestamptz NOT NULL,
+	type    text        NOT NULL,
+	session text,
+	record  text        NOT NULL, -- the record exactly as hashed (see engine/recording/record.go)
+	PRIMARY KEY (host, seq)
+);
+CREATE INDEX IF NOT EXISTS interlock_records_session ON interlock_records (session, host, seq) WHERE session IS NOT NULL;
+CREATE INDEX IF NOT EXISTS interlock_records_type_time ON interlock_records (type, time);
+CREATE TABLE IF NOT EXISTS interlock_heads (
+	host text   NOT NULL,
+	seq  bigint NOT NULL,
+	head text   NOT NULL, -- JSON of recording.Head, signed
+	PRIMARY KEY (host, seq)
+);
+`
+
+// Postgres is the shared store: every host appends its own chain to one
+// append-only table.
+type Postgres struct {
+	dsn     string
+	timeout time.Duration
+
+	mu   sync.Mutex
+	conn *pgx.Conn
+}
+
+// OpenPostgres connects to the store and creates its tables when they are
+// missing. timeout bounds each write (a hung server refuses statements
+// instead of holding them; default 5s).
+func OpenPostgres(ctx context.Context, dsn string, timeout time.Duration) (*Postgres, error) {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	s := &Postgres{dsn: dsn, timeout: timeout}
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('interlock_records') IS NOT NULL AND to_regclass('interlock_heads') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("recording: postgres store: %w", err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, PostgresSchema); err != nil {
+			return nil, fmt.Errorf("recording: postgres store: create tables (or have a DBA run the schema in docs/recording.md): %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Postgres) connect(ctx context.Context) (*pgx.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil && !s.conn.IsClosed() {
+		return s.conn, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("recording: connect to the postgres store: %w", err)
+	}
+	s.conn = conn
+	return conn, nil
+}
+
+// drop forgets a connection after an error: the next call reconnects.
+func (s *Postgres) drop(conn *pgx.Conn) {
+	s.mu.Lock()
+	if s.conn == conn {
+		s.conn = nil
+	}
+	s.mu.Unlock()
+	conn.Close(context.Background())
+}
+
+// Last implements Store.
+func (s *Postgres) Last(ctx context.Context, host string) (*Record, error) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var raw string
+	err = conn.QueryRow(ctx, `SELECT record FROM interlock_records WHERE host = $1 ORDER BY seq DESC LIMIT 1`, host).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording: postgres store: %w", err)
+	}
+	rec, err := ParseRecord([]byte(raw))
+	if err != nil {
+		return nil, fmt.Errorf("recording: the last record of host %s is damaged (%v); run `interlock audit verify`", host, err)
+	}
+	return rec, nil
+}
+
+// Append implements Store: one transaction per batch; its commit is the
+// sync.
+func (s *Postgres) Append(ctx context.Context, recs []*Record) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	hosts := make([]string, len(recs))
+	seqs := make([]int64, len(recs))
+	times := make([]time.Time, len(recs))
+	types := make([]string, len(recs))
+	sessions := make([]*string, len(recs))
+	raws := make([]string, len(recs))
+	for i, r := range recs {
+		hosts[i], seqs[i], times[i], types[i], raws[i] = r.Host, int64(r.Seq), r.Time, string(r.Type), string(r.Raw)
+		if r.Session != "" {
+			sessions[i] = &recs[i].Session
+		}
+	}
+	_, err = conn.Exec(ctx, `INSERT INTO interlock_records (host, seq, time, type, session, record)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])`,
+		hosts, seqs, times, types, sessions, raws)
+	if err != nil {
+		s.drop(conn)
+		return fmt.Errorf("recording: append to the postgres store: %w", err)
+	}
+	return nil
+}
+
+// Scan implements Store.
+func (s *Postgres) Scan(ctx context.Context, f Filter, fn func(*Record, string, error) error) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Host != "" {
+		add("host = $%d", f.Host)
+	}
+	if f.From > 0 {
+		add("seq >= $%d", int64(f.From))
+	}
+	if f.Session != "" {
+		add("session = $%d", f.Session)
+	}
+	if len(f.Types) > 0 {
+		ts := make([]string, len(f.Types))
+		for i, t := range f.Types {
+			ts[i] = string(t)
+		}
+		add("type = ANY($%d)", ts)
+	}
+	if !f.Since.IsZero() {
+		add("time >= $%d", f.Since)
+	}
+	q := `SELECT host, seq, record FROM interlock_records`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	rows, err := conn.Query(ctx, q+" ORDER BY host, seq", args...)
+	if err != nil {
+		return fmt.Errorf("recording: read the postgres store: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			host string
+			seq  int64
+			raw  string
+		)
+		if err := rows.Scan(&host, &seq, &raw); err != nil {
+			return fmt.Errorf("recording: read the postgres store: %w", err)
+		}
+		loc := fmt.Sprintf("interlock_records host=%s seq=%d", host, seq)
+		rec, derr := decodeRecord([]byte(raw))
+		if derr != nil {
+			rec = nil
+		}
+		if err := fn(rec, loc, derr); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("recording: read the postgres store: %w", err)
+	}
+	return nil
+}
+
+// PutHead implements Store: heads are appended too; the latest is the one
+// with the highest seq.
+func (s *Postgres) PutHead(ctx context.Context, h *Head) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(h)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := conn.Exec(ctx, `INSERT INTO interlock_heads (host, seq, head) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, h.Host, int64(h.Seq), string(b)); err != nil {
+		s.drop(conn)
+		return fmt.Errorf("recording: write head to the postgres store: %w", err)
+	}
+	return nil
+}
+
+// Head implements Store.
+func (s *Postgres) Head(ctx context.Context, host string) (*Head, error) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var raw string
+	err = conn.QueryRow(ctx, `SELECT head FROM interlock_heads WHERE host = $1 ORDER BY seq DESC LIMIT 1`, host).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording: read head from the postgres store: %w", err)
+	}
+	var h Head
+	if err := json.Unmarshal([]byte(raw), &h); err != nil {
+		return nil, fmt.Errorf("recording: head of host %s is damaged: %w", host, err)
+	}
+	return &h, nil
+}
+
+// Hosts implements Store.
+func (s *Postgres) Hosts(ctx context.Context) ([]string, error) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT host FROM interlock_records ORDER BY host`)
+	if err != nil {
+		return nil, fmt.Errorf("recording: read the postgres store: %w", err)
+	}
+	hosts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("recording: read the postgres store: %w", err)
+	}
+	return hosts, nil
+}
+
+// Close implements Store.
+func (s *Postgres) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	err := s.conn.Close(context.Background())
+	s.conn = nil
+	return err
+}

@@ -1,0 +1,393 @@
+package recording
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// Config configures a Recorder.
+type Config struct {
+	Store Store
+	Key   ed25519.PrivateKey
+	// Host names this host's chain (default: the hostname).
+	Host string
+	// Redaction is how much statement text protocol adapters record:
+	// RedactNone, RedactParameters (default) or RedactFull.
+	Redaction string
+	// CheckpointEvery and CheckpointInterval: a signed checkpoint is
+	// appended after this many records, or this long after the first
+	// record not yet covered (defaults 1000 and 10s).
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+	Metrics            *Metrics
+	Log                *slog.Logger
+}
+
+// CheckAndSetDefaults validates c and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.Store == nil {
+		return errors.New("recording: Store is required")
+	}
+	if len(c.Key) != ed25519.PrivateKeySize {
+		return fmt.Errorf("%w: Key is required", ErrBadKey)
+	}
+	if c.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("recording: hostname: %w", err)
+		}
+		c.Host = h
+	}
+	switch c.Redaction {
+	case "":
+		c.Redaction = RedactParameters
+	case RedactNone, RedactParameters, RedactFull:
+	default:
+		return fmt.Errorf("recording: redaction %q must be none, parameters or full", c.Redaction)
+	}
+	if c.CheckpointEvery <= 0 {
+		c.CheckpointEvery = 1000
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 10 * time.Second
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return nil
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 4096
+
+// Recorder appends events to the chain. One goroutine writes: Append and
+// Enqueue hand it events, it commits whatever has queued as one batch with
+// one sync, then releases the waiters.
+type Recorder struct {
+	cfg Config
+	in  chan *entry
+
+	mu     sync.RWMutex // closed vs. sends on in
+	closed bool
+	done   chan struct{}
+
+	sessions sync.Map // *engine.Session → *SessionLog
+
+	// Writer goroutine only.
+	seq            uint64
+	prev           string
+	first          uint64
+	uncovered      int       // records since the last checkpoint
+	uncoveredSince time.Time // time of the first of them
+	lastCheckpoint uint64    // seq of the last checkpoint record
+}
+
+type entry struct {
+	typ     Type
+	session string
+	data    []byte
+	done    chan error // nil: nobody waits
+}
+
+// Open continues the chain in cfg.Store and starts the writer. It refuses
+// a store whose chain ends before its signed head (records removed).
+func Open(cfg Config) (*Recorder, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	r := &Recorder{cfg: cfg, in: make(chan *entry, maxBatch), done: make(chan struct{}), first: 1}
+	last, err := cfg.Store.Last(ctx, cfg.Host)
+	if err != nil {
+		return nil, err
+	}
+	head, err := cfg.Store.Head(ctx, cfg.Host)
+	if err != nil {
+		return nil, err
+	}
+	if last != nil {
+		r.seq, r.prev = last.Seq, last.Hash
+		if last.Type == TypeCheckpoint {
+			r.lastCheckpoint = last.Seq
+		}
+	}
+	if head != nil {
+		if r.seq < head.Seq {
+			return nil, fmt.Errorf("recording: the chain ends at seq %d but its signed head is at seq %d: records were removed; run `interlock audit verify`", r.seq, head.Seq)
+		}
+		if r.seq == head.Seq && last.Hash != head.Hash {
+			return nil, fmt.Errorf("recording: the last record (seq %d) does not match the signed head; run `interlock audit verify`", r.seq)
+		}
+	}
+	if rot, ok := cfg.Store.(rotator); ok {
+		r.first = rot.firstSeq()
+	}
+	cfg.Metrics.Head.Set(float64(r.seq))
+	go r.run()
+	return r, nil
+}
+
+// Host is the name of this recorder's chain.
+func (r *Recorder) Host() string { return r.cfg.Host }
+
+// Redaction is the configured redaction of statement text.
+func (r *Recorder) Redaction() string { return r.cfg.Redaction }
+
+// Append records an event and returns once it is durable (or failed).
+func (r *Recorder) Append(ctx context.Context, typ Type, session string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("recording: encode %s: %w", typ, err)
+	}
+	e := &entry{typ: typ, session: session, data: b, done: make(chan error, 1)}
+	if err := r.send(e); err != nil {
+		return err
+	}
+	select {
+	case err := <-e.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Enqueue records an event without waiting; it is durable with the next
+// batch. Failures are counted and logged.
+func (r *Recorder) Enqueue(typ Type, session string, data any) {
+	b, err := json.Marshal(data)
+	if err != nil {
+		r.cfg.Log.Error("recording: encode event", "type", typ, "error", err)
+		r.cfg.Metrics.Errors.Inc()
+		return
+	}
+	if err := r.send(&entry{typ: typ, session: session, data: b}); err != nil {
+		r.cfg.Metrics.Errors.Inc()
+	}
+}
+
+func (r *Recorder) send(e *entry) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		r.cfg.Metrics.Errors.Inc()
+		return ErrClosed
+	}
+	r.in <- e
+	return nil
+}
+
+// Close writes what is queued, appends a final checkpoint, updates the
+// head and closes the store.
+func (r *Recorder) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		<-r.done
+		return nil
+	}
+	r.closed = true
+	close(r.in)
+	r.mu.Unlock()
+	<-r.done
+	return r.cfg.Store.Close()
+}
+
+func (r *Recorder) run() {
+	defer close(r.done)
+	tick := time.NewTicker(min(r.cfg.CheckpointInterval/4+time.Millisecond, time.Second))
+	defer tick.Stop()
+	if _, ok := r.cfg.Store.(rotator); ok {
+		r.retain()
+	}
+	batch := make([]*entry, 0, 64)
+	for {
+		var e *entry
+		var ok bool
+		select {
+		case e, ok = <-r.in:
+		case <-tick.C:
+			if r.uncovered > 0 && time.Since(r.uncoveredSince) >= r.cfg.CheckpointInterval {
+				r.commit(nil, true)
+				r.retain()
+			}
+			continue
+		}
+		if !ok {
+			if r.uncovered > 0 {
+				r.commit(nil, true)
+			}
+			return
+		}
+		batch = append(batch[:0], e)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case e, ok := <-r.in:
+				if !ok {
+					break drain // the next receive sees the close
+				}
+				batch = append(batch, e)
+			default:
+				break drain
+			}
+		}
+		r.commit(batch, false)
+	}
+}
+
+// commit writes one batch (and a checkpoint when one is due) with one
+// sync, then releases its waiters.
+func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
+	now := time.Now()
+	err := r.maybeRotate(batch, now)
+	var recs []*Record
+	seq, prev := r.seq, r.prev
+	if err == nil {
+		recs = make([]*Record, 0, len(batch)+1)
+		for _, e := range batch {
+			seq++
+			rec := &Record{V: Version, Seq: seq, Time: now, Host: r.cfg.Host, Type: e.typ, Session: e.session, Prev: prev, Data: e.data}
+			rec.encode()
+			prev = rec.Hash
+			recs = append(recs, rec)
+		}
+		cp := forceCheckpoint || r.uncovered+len(batch) >= r.cfg.CheckpointEvery
+		if cp && (len(recs) > 0 || r.lastCheckpoint != r.seq) {
+			rec := r.checkpoint(seq, prev, r.first, now)
+			seq, prev = rec.Seq, rec.Hash
+			recs = append(recs, rec)
+		}
+		if len(recs) > 0 {
+			err = r.appendTimed(recs)
+		}
+	}
+	if err != nil {
+		r.cfg.Metrics.Errors.Add(float64(max(len(batch), 1)))
+		r.cfg.Log.Error("recording: append failed; the statements waiting for it are refused", "records", len(batch), "error", err)
+	} else if len(recs) > 0 {
+		r.advance(recs, now)
+	}
+	for _, e := range batch {
+		if e.done != nil {
+			e.done <- err
+		}
+	}
+}
+
+func (r *Recorder) appendTimed(recs []*Record) error {
+	t0 := time.Now()
+	err := r.cfg.Store.Append(context.Background(), recs)
+	r.cfg.Metrics.Sync.Observe(time.Since(t0).Seconds())
+	return err
+}
+
+// checkpoint builds the checkpoint record that follows (seq, hash).
+func (r *Recorder) checkpoint(seq uint64, hash string, first uint64, now time.Time) *Record {
+	cp := sign(r.cfg.Key, r.cfg.Host, seq, hash, first)
+	data, _ := json.Marshal(cp)
+	rec := &Record{V: Version, Seq: seq + 1, Time: now, Host: r.cfg.Host, Type: TypeCheckpoint, Prev: hash, Data: data}
+	rec.encode()
+	return rec
+}
+
+// advance moves the writer's state past durable records and rewrites the
+// head after a checkpoint.
+func (r *Recorder) advance(recs []*Record, now time.Time) {
+	var bytes int
+	var cp *Record
+	for _, rec := range recs {
+		bytes += len(rec.Raw) + 1
+		r.cfg.Metrics.Records.WithLabelValues(string(rec.Type)).Inc()
+		if rec.Type == TypeCheckpoint {
+			cp = rec
+			r.uncovered = 0
+			continue
+		}
+		if r.uncovered == 0 {
+			r.uncoveredSince = now
+		}
+		r.uncovered++
+	}
+	last := recs[len(recs)-1]
+	r.seq, r.prev = last.Seq, last.Hash
+	r.cfg.Metrics.Bytes.Add(float64(bytes))
+	r.cfg.Metrics.Head.Set(float64(r.seq))
+	if cp != nil {
+		r.lastCheckpoint = cp.Seq
+		r.putHead(cp, now)
+	}
+}
+
+func (r *Recorder) putHead(cp *Record, now time.Time) {
+	var c Checkpoint
+	json.Unmarshal(cp.Data, &c)
+	h := &Head{Host: r.cfg.Host, Seq: c.Seq, Hash: c.Hash, FirstSeq: c.FirstSeq, Time: now, Key: c.Key, Sig: c.Sig}
+	if err := r.cfg.Store.PutHead(context.Background(), h); err != nil {
+		// The chain is intact; only truncation after the previous head
+		// would go unnoticed until the next one is written.
+		r.cfg.Metrics.Errors.Inc()
+		r.cfg.Log.Error("recording: could not write the signed head", "error", err)
+	}
+}
+
+// maybeRotate seals the current segment with a checkpoint when the batch
+// would overflow it, then applies retention.
+func (r *Recorder) maybeRotate(batch []*entry, now time.Time) error {
+	rot, ok := r.cfg.Store.(rotator)
+	if !ok || len(batch) == 0 {
+		return nil
+	}
+	n := 0
+	for _, e := range batch {
+		n += len(e.data) + 256 + len(r.cfg.Host) + len(e.session)
+	}
+	if !rot.needsRotation(n) {
+		return nil
+	}
+	cp := r.checkpoint(r.seq, r.prev, r.first, now)
+	t0 := time.Now()
+	err := rot.rotate(context.Background(), cp)
+	r.cfg.Metrics.Sync.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		return err
+	}
+	r.advance([]*Record{cp}, now)
+	r.retain()
+	return nil
+}
+
+// retain removes what retention allows, after a checkpoint that announces
+// the new first record (so that Verify can tell retention from deletion).
+func (r *Recorder) retain() {
+	rot, ok := r.cfg.Store.(rotator)
+	if !ok {
+		return
+	}
+	victims, first := rot.retention(time.Now())
+	if len(victims) == 0 {
+		return
+	}
+	now := time.Now()
+	cp := r.checkpoint(r.seq, r.prev, first, now)
+	if err := r.appendTimed([]*Record{cp}); err != nil {
+		r.cfg.Metrics.Errors.Inc()
+		r.cfg.Log.Error("recording: retention postponed: could not write its checkpoint", "error", err)
+		return
+	}
+	r.first = first
+	r.advance([]*Record{cp}, now)
+	if err := rot.remove(victims); err != nil {
+		r.cfg.Log.Error("recording: retention could not remove segments", "error", err)
+	}
+	r.cfg.Log.Info("recording: retention removed old segments", "segments", len(victims), "first_seq", first)
+}

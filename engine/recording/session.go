@@ -1,0 +1,155 @@
+package recording
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/interlockhq/interlock/engine"
+)
+
+// SessionLog is one session's part of the chain: protocol adapters record
+// statements and results through it. It is safe for concurrent use (a
+// session's client and server loops both record).
+type SessionLog struct {
+	r  *Recorder
+	ID string
+
+	mu      sync.Mutex
+	n       int       // statements so far
+	pending []pending // statements waiting for their result, oldest first
+}
+
+type pending struct {
+	n         int
+	simple    bool // answered within its request, or never
+	forwarded bool // false: the answer will be Interlock's refusal
+}
+
+// SessionStarted implements engine.SessionEvents: the session start is
+// durable before any statement of the session is decided.
+func (r *Recorder) SessionStarted(s *engine.Session) error {
+	id := s.Identity
+	ev := SessionStart{
+		Agent: id.Agent, Roles: id.Roles, PID: id.PID, Exe: id.Exe, CgroupID: id.CgroupID, CgroupPath: id.CgroupPath,
+		Target: id.Target, Protocol: id.Protocol, OrigDst: id.OrigDst.String(), Client: id.Client.String(),
+		EngineID: s.ID, Started: s.Started,
+	}
+	l := &SessionLog{r: r, ID: sessionID(s)}
+	if err := r.Append(context.Background(), TypeSessionStart, l.ID, ev); err != nil {
+		return err
+	}
+	r.sessions.Store(s, l)
+	return nil
+}
+
+// SessionEnded implements engine.SessionEvents.
+func (r *Recorder) SessionEnded(s *engine.Session, err error) {
+	v, ok := r.sessions.LoadAndDelete(s)
+	if !ok {
+		return // its start was never recorded, so it ran nothing
+	}
+	l := v.(*SessionLog)
+	info := s.Info()
+	reason := "closed"
+	if err != nil {
+		reason = err.Error()
+	}
+	l.mu.Lock()
+	n := l.n
+	l.mu.Unlock()
+	ev := SessionEnd{
+		DurationMS:    float64(time.Since(s.Started).Microseconds()) / 1000,
+		BytesToTarget: info.BytesToTarget, BytesToClient: info.BytesToClient,
+		Statements: n, Reason: reason,
+	}
+	if err := r.Append(context.Background(), TypeSessionEnd, l.ID, ev); err != nil && !errors.Is(err, ErrClosed) {
+		r.cfg.Log.Error("recording: session end not recorded", "session", l.ID, "error", err)
+	}
+}
+
+// Session returns the log of a session whose start was recorded. It waits
+// for the session's identity (and so for SessionStarted) first.
+func (r *Recorder) Session(s *engine.Session) (*SessionLog, error) {
+	<-s.IdentityReady
+	v, ok := r.sessions.Load(s)
+	if !ok {
+		return nil, ErrNoSession
+	}
+	return v.(*SessionLog), nil
+}
+
+func sessionID(s *engine.Session) string {
+	if s.UID != "" {
+		return s.UID
+	}
+	return engine.NewSessionUID()
+}
+
+// Statement numbers st (st.N), records it and returns once it is durable.
+//
+// Results are paired with statements in the order the target answers:
+// awaitsResult puts the statement in line for one (a forwarded statement,
+// or the refused one of a refused request, whose answer is Interlock's
+// refusal); simple marks statements whose line ends with their request
+// (see RequestDone).
+func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult, simple bool) error {
+	l.mu.Lock()
+	l.n++
+	st.N = l.n
+	if awaitsResult {
+		l.pending = append(l.pending, pending{n: st.N, simple: simple, forwarded: st.Forwarded})
+	}
+	l.mu.Unlock()
+	return l.r.Append(ctx, TypeStatement, l.ID, st)
+}
+
+// Completed records a successful result for the oldest statement waiting
+// for one (res.N stays 0 when none waits: e.g. a prepared statement
+// executed again). It does not wait for the record to be durable.
+func (l *SessionLog) Completed(res *Result) {
+	l.mu.Lock()
+	if len(l.pending) > 0 {
+		res.N = l.pending[0].n
+		l.pending = l.pending[1:]
+	}
+	l.mu.Unlock()
+	l.r.Enqueue(TypeResult, l.ID, res)
+}
+
+// Failed records an error as the result of the oldest statement waiting
+// for one. The target skips the rest of a failed request, so the other
+// waiting statements get no result and leave the line. The message is
+// kept for Interlock's own refusals, and for the target's errors only with
+// redaction none (it may quote data).
+func (l *SessionLog) Failed(code, message string) {
+	res := &Result{Code: code}
+	l.mu.Lock()
+	if len(l.pending) > 0 {
+		res.N, res.Refused = l.pending[0].n, !l.pending[0].forwarded
+	}
+	l.pending = l.pending[:0]
+	l.mu.Unlock()
+	if res.Refused || l.r.cfg.Redaction == RedactNone {
+		res.Message = message
+	}
+	l.r.Enqueue(TypeResult, l.ID, res)
+}
+
+// RequestDone is called when the target has answered a whole request:
+// simple-protocol statements still waiting were skipped.
+func (l *SessionLog) RequestDone() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.pending[:0]
+	for _, p := range l.pending {
+		if !p.simple {
+			out = append(out, p)
+		}
+	}
+	l.pending = out
+}
+
+// Redaction is the recorder's redaction setting.
+func (l *SessionLog) Redaction() string { return l.r.cfg.Redaction }
