@@ -450,6 +450,27 @@ var categoryByName = map[string]FunctionCategory{
 	"pg_notify":                           CategoryAdmin,
 }
 
+// categoryPrefixes are the '*' entries of categoryByName, so that a miss
+// costs a few prefix checks rather than a scan of the whole map.
+var categoryPrefixes = func() []struct {
+	prefix string
+	cat    FunctionCategory
+} {
+	var out []struct {
+		prefix string
+		cat    FunctionCategory
+	}
+	for k, c := range categoryByName {
+		if strings.HasSuffix(k, "*") {
+			out = append(out, struct {
+				prefix string
+				cat    FunctionCategory
+			}{k[:len(k)-1], c})
+		}
+	}
+	return out
+}()
+
 // CategoryOf returns the category of a function by name. Schema
 // qualification is ignored on purpose: a user function named like a
 // dangerous built-in in another schema is just as suspicious.
@@ -461,9 +482,9 @@ func CategoryOf(name string) FunctionCategory {
 	if c, ok := categoryByName[name]; ok {
 		return c
 	}
-	for k, c := range categoryByName {
-		if strings.HasSuffix(k, "*") && strings.HasPrefix(name, k[:len(k)-1]) {
-			return c
+	for _, p := range categoryPrefixes {
+		if strings.HasPrefix(name, p.prefix) {
+			return p.cat
 		}
 	}
 	return CategoryNone

@@ -48,6 +48,13 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		op := st.Op
 		if st.Execute != "" {
 			prep, ok := ss.prepared[st.Execute]
+			for j := i - 1; j >= 0; j-- {
+				// A PREPARE earlier in the same query string wins.
+				if cl.Statements[j].Prepare == st.Execute {
+					prep, ok = cl.Statements[j].Op, true
+					break
+				}
+			}
 			if ok {
 				op = st.ResolveExecute(prep)
 			} else {
