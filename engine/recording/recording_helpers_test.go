@@ -66,7 +66,7 @@ func writeSessions(t testing.TB, r *Recorder, n, k int) []string {
 			if !st.Forwarded {
 				st.Verdict, st.Rule = "block", "no-t"
 			}
-			if err := l.Statement(ctx, st, true, true); err != nil {
+			if err := l.Statement(ctx, st, true); err != nil {
 				t.Fatal(err)
 			}
 			if st.Forwarded {
@@ -74,8 +74,7 @@ func writeSessions(t testing.TB, r *Recorder, n, k int) []string {
 			} else {
 				l.Failed("42501", "Interlock: blocked")
 			}
-			l.RequestDone()
-		}
+			}
 		r.SessionEnded(s, nil)
 		ids = append(ids, s.UID)
 	}

@@ -23,7 +23,6 @@ type SessionLog struct {
 
 type pending struct {
 	n         int
-	simple    bool // answered within its request, or never
 	forwarded bool // false: the answer will be Interlock's refusal
 }
 
@@ -92,14 +91,15 @@ func sessionID(s *engine.Session) string {
 // Results are paired with statements in the order the target answers:
 // awaitsResult puts the statement in line for one (a forwarded statement,
 // or the refused one of a refused request, whose answer is Interlock's
-// refusal); simple marks statements whose line ends with their request
-// (see RequestDone).
-func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult, simple bool) error {
+// refusal). The pairing is exact while each request is answered before the
+// next one is sent, and for pipelined requests that succeed; after an error
+// in a pipeline, later results may be recorded as results of no statement.
+func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult bool) error {
 	l.mu.Lock()
 	l.n++
 	st.N = l.n
 	if awaitsResult {
-		l.pending = append(l.pending, pending{n: st.N, simple: simple, forwarded: st.Forwarded})
+		l.pending = append(l.pending, pending{n: st.N, forwarded: st.Forwarded})
 	}
 	l.mu.Unlock()
 	return l.r.Append(ctx, TypeStatement, l.ID, st)
@@ -119,8 +119,9 @@ func (l *SessionLog) Completed(res *Result) {
 }
 
 // Failed records an error as the result of the oldest statement waiting
-// for one. The target skips the rest of a failed request, so the other
-// waiting statements get no result and leave the line. The message is
+// for one. The target skips the rest of a failed request (the rest of a
+// simple Query, or up to the next Sync), so the other waiting statements
+// get no result and leave the line. The message is
 // kept for Interlock's own refusals, and for the target's errors only with
 // redaction none (it may quote data).
 func (l *SessionLog) Failed(code, message string) {
@@ -135,20 +136,6 @@ func (l *SessionLog) Failed(code, message string) {
 		res.Message = message
 	}
 	l.r.Enqueue(TypeResult, l.ID, res)
-}
-
-// RequestDone is called when the target has answered a whole request:
-// simple-protocol statements still waiting were skipped.
-func (l *SessionLog) RequestDone() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := l.pending[:0]
-	for _, p := range l.pending {
-		if !p.simple {
-			out = append(out, p)
-		}
-	}
-	l.pending = out
 }
 
 // Redaction is the recorder's redaction setting.

@@ -262,7 +262,7 @@ func runStoreSuite(t *testing.T, k storeKind) {
 			go func() {
 				defer wg.Done()
 				for range each {
-					if err := l.Statement(ctx, &Statement{Text: "select 1", Verdict: "allow", Forwarded: true}, false, true); err != nil {
+					if err := l.Statement(ctx, &Statement{Text: "select 1", Verdict: "allow", Forwarded: true}, false); err != nil {
 						t.Error(err)
 						return
 					}
