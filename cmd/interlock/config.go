@@ -28,6 +28,8 @@ type Config struct {
 	Metrics  MetricsConfig  `mapstructure:"metrics"`
 	API      APIConfig      `mapstructure:"api"`
 	Log      LogConfig      `mapstructure:"log"`
+	// Recording: see RecordingConfig.
+	Recording RecordingConfig `mapstructure:"recording"`
 
 	file string // where it was loaded from, "" for defaults only
 }
@@ -75,6 +77,25 @@ type LogConfig struct {
 	Format string `mapstructure:"format"`
 }
 
+// RecordingConfig configures session recording (docs/recording.md).
+type RecordingConfig struct {
+	// Store is files (segment files under state_dir/recordings), postgres
+	// (the shared store at DSN) or none (no recording: benchmarks only).
+	Store     string `mapstructure:"store"`
+	DSN       string `mapstructure:"dsn"`
+	Redaction string `mapstructure:"redaction"` // none, parameters or full
+	// SegmentSize is when a segment file is sealed and a new one started;
+	// RetentionAge and RetentionSize remove the oldest sealed segments
+	// (0: keep). Files store only.
+	SegmentSize   string        `mapstructure:"segment_size"`
+	RetentionAge  time.Duration `mapstructure:"retention_age"`
+	RetentionSize string        `mapstructure:"retention_size"`
+	// A signed checkpoint is written every CheckpointEvery records, or
+	// CheckpointInterval after the first record it would cover.
+	CheckpointEvery    int           `mapstructure:"checkpoint_every"`
+	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+}
+
 var configDefaults = map[string]any{
 	"policy":                       "policy.yaml",
 	"state_dir":                    "/var/lib/interlock",
@@ -97,6 +118,15 @@ var configDefaults = map[string]any{
 	"api.socket":                   "/run/interlock/interlock.sock",
 	"log.level":                    "info",
 	"log.format":                   "text",
+
+	"recording.store":               "files",
+	"recording.dsn":                 "",
+	"recording.redaction":           "parameters",
+	"recording.segment_size":        "64MiB",
+	"recording.retention_age":       "0s",
+	"recording.retention_size":      "0",
+	"recording.checkpoint_every":    1000,
+	"recording.checkpoint_interval": "10s",
 }
 
 // LoadConfig reads path (a missing file at the default path means "all
@@ -213,7 +243,80 @@ func (c *Config) validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "%q must be text or json", c.Log.Format)
 	}
+	errs = append(errs, c.Recording.validate()...)
 	return errors.Join(errs...)
+}
+
+func (r *RecordingConfig) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("recording.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch r.Store {
+	case "files", "none":
+		if r.DSN != "" {
+			bad("dsn", "is only used with store: postgres")
+		}
+	case "postgres":
+		if r.DSN == "" {
+			bad("dsn", "is required with store: postgres (a libpq URL or key=value string; INTERLOCK_RECORDING_DSN keeps the password out of the file)")
+		}
+	default:
+		bad("store", "%q must be files, postgres or none", r.Store)
+	}
+	switch r.Redaction {
+	case "none", "parameters", "full":
+	default:
+		bad("redaction", "%q must be none, parameters or full", r.Redaction)
+	}
+	seg, err := parseSize(r.SegmentSize)
+	if err != nil {
+		bad("segment_size", "%v", err)
+	} else if seg < 64<<10 || seg > 4<<30 {
+		bad("segment_size", "%q must be between 64KiB and 4GiB", r.SegmentSize)
+	}
+	if keep, err := parseSize(r.RetentionSize); err != nil {
+		bad("retention_size", "%v", err)
+	} else if keep != 0 && keep < 2*seg {
+		bad("retention_size", "%q must be 0 (no limit) or at least two segments (2 × segment_size)", r.RetentionSize)
+	}
+	if r.RetentionAge < 0 {
+		bad("retention_age", "must not be negative (0 keeps everything)")
+	}
+	if r.CheckpointEvery <= 0 {
+		bad("checkpoint_every", "must be a positive number of records")
+	}
+	if r.CheckpointInterval <= 0 {
+		bad("checkpoint_interval", "must be positive")
+	}
+	return errs
+}
+
+// Sizes parses segment_size and retention_size (validated).
+func (r *RecordingConfig) Sizes() (segment, retention int64) {
+	segment, _ = parseSize(r.SegmentSize)
+	retention, _ = parseSize(r.RetentionSize)
+	return segment, retention
+}
+
+// parseSize reads "64MiB", "1GiB", "512KiB" or a plain byte count.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (e.g. 64MiB)", s)
+	}
+	return n * mult, nil
 }
 
 // Mark parses engine.mark (decimal or 0x hex).

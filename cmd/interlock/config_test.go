@@ -80,3 +80,41 @@ func TestConfigMissingDefaultFileMeansDefaults(t *testing.T) {
 		t.Fatal("a missing explicitly named config must be an error")
 	}
 }
+
+func TestConfigRecording(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "policy: p.yaml\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Recording
+	seg, keep := r.Sizes()
+	if r.Store != "files" || r.Redaction != "parameters" || seg != 64<<20 || keep != 0 || r.CheckpointEvery != 1000 || r.CheckpointInterval != 10*time.Second {
+		t.Errorf("recording defaults: %+v", r)
+	}
+	t.Setenv("INTERLOCK_RECORDING_DSN", "postgres://rec@db/audit")
+	c, err = LoadConfig(writeConfig(t, "recording:\n  store: postgres\n  redaction: full\n  segment_size: 1MiB\n  retention_size: 1GiB\n  retention_age: 720h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seg, keep := c.Recording.Sizes(); c.Recording.DSN != "postgres://rec@db/audit" || seg != 1<<20 || keep != 1<<30 || c.Recording.RetentionAge != 720*time.Hour {
+		t.Errorf("recording: %+v", c.Recording)
+	}
+	t.Setenv("INTERLOCK_RECORDING_DSN", "")
+	for _, tc := range []struct{ body, want string }{
+		{"recording:\n  store: s3\n", "recording.store"},
+		{"recording:\n  store: postgres\n", "recording.dsn"},
+		{"recording:\n  dsn: postgres://x\n", "recording.dsn"},
+		{"recording:\n  redaction: some\n", "recording.redaction"},
+		{"recording:\n  segment_size: 1KiB\n", "recording.segment_size"},
+		{"recording:\n  segment_size: big\n", "recording.segment_size"},
+		{"recording:\n  retention_size: 65MiB\n", "recording.retention_size"},
+		{"recording:\n  retention_age: -1h\n", "recording.retention_age"},
+		{"recording:\n  checkpoint_every: 0\n", "recording.checkpoint_every"},
+		{"recording:\n  checkpoint_interval: 0s\n", "recording.checkpoint_interval"},
+	} {
+		_, err := LoadConfig(writeConfig(t, tc.body))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one naming %s", tc.body, err, tc.want)
+		}
+	}
+}

@@ -51,6 +51,9 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(load),
 		newUninstallCmd(load),
 		newVersionCmd(),
+		newSessionsCmd(load),
+		newReplayCmd(load),
+		newAuditCmd(load),
 		newPolicyCmdWith(policyOptions{sqlClassifier: sqlOperations(postgres.NewClassifier(256))}),
 	)
 	return root

@@ -21,6 +21,7 @@ import (
 
 	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/policy"
+	"github.com/interlockhq/interlock/engine/recording"
 	"github.com/interlockhq/interlock/protocols/postgres"
 	"github.com/interlockhq/interlock/protocols/tcp"
 	"github.com/interlockhq/interlock/redirect"
@@ -78,7 +79,20 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	dir := &directory{}
 	dir.update(store.Current(), nil)
 
-	pg, err := newPostgresHandler(cfg, store, reg, log)
+	// Session recording: every session start and statement is durable in
+	// the chain before it runs (docs/recording.md).
+	rec, err := startRecorder(ctx, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	var events engine.SessionEvents
+	var observer postgres.Observer
+	if rec != nil {
+		defer rec.Close() // after the sessions end: a final signed checkpoint
+		events, observer = rec, postgres.NewRecorder(rec)
+	}
+
+	pg, err := newPostgresHandler(cfg, store, reg, log, observer)
 	if err != nil {
 		return err
 	}
@@ -86,6 +100,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	srv, err := engine.NewServer(engine.Config{
 		Listen4: cfg.Engine.Listen4, Listen6: cfg.Engine.Listen6, Mark: mark,
 		DialTimeout: cfg.Engine.DialTimeout, ShutdownGrace: cfg.Engine.ShutdownGrace, Log: log,
+		Events: events,
 	}, &lookup, dir, map[string]engine.Handler{
 		policy.ProtocolTCP:      tcp.Handler{},
 		policy.ProtocolPostgres: pg,
@@ -159,7 +174,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	return err
 }
 
-func newPostgresHandler(cfg *Config, store *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*postgres.Handler, error) {
+func newPostgresHandler(cfg *Config, store *policy.Store, reg prometheus.Registerer, log *slog.Logger, observer postgres.Observer) (*postgres.Handler, error) {
 	maxMsg, _ := cfg.MaxMessageSize()
 	tlsCfg, err := postgres.LoadOrCreateTLS(cfg.Postgres.TLSCert, cfg.Postgres.TLSKey, filepath.Join(cfg.StateDir, "tls"))
 	if err != nil {
@@ -172,9 +187,37 @@ func newPostgresHandler(cfg *Config, store *policy.Store, reg prometheus.Registe
 		MaxMessageSize:   maxMsg,
 		HandshakeTimeout: cfg.Postgres.HandshakeTimeout,
 		IdleTimeout:      cfg.Postgres.IdleTimeout,
+		Observer:         observer,
 		Metrics:          postgres.NewMetrics(reg),
 		Log:              log,
 	})
+}
+
+// startRecorder opens the recording store and its writer (nil when
+// recording.store is none).
+func startRecorder(ctx context.Context, cfg *Config, reg prometheus.Registerer, log *slog.Logger) (*recording.Recorder, error) {
+	if cfg.Recording.Store == "none" {
+		log.Warn("recording.store is none: sessions and statements are NOT recorded")
+		return nil, nil
+	}
+	key, err := recording.LoadOrCreateKey(cfg.recordingKeyPath())
+	if err != nil {
+		return nil, err
+	}
+	st, err := openRecordingStore(ctx, cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := recording.Open(recording.Config{
+		Store: st, Key: key, Redaction: cfg.Recording.Redaction,
+		CheckpointEvery: cfg.Recording.CheckpointEvery, CheckpointInterval: cfg.Recording.CheckpointInterval,
+		Metrics: recording.NewMetrics(reg), Log: log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return rec, nil
 }
 
 func metricsMux(reg *prometheus.Registry) *http.ServeMux {

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/interlockhq/interlock/engine/recording"
+)
+
+// recordingDir is where the files store keeps its segments.
+func (c *Config) recordingDir() string { return filepath.Join(c.StateDir, "recordings") }
+
+// recordingKeyPath is the recording signing key.
+func (c *Config) recordingKeyPath() string { return filepath.Join(c.StateDir, recording.KeyFile) }
+
+// openRecordingStore opens the configured store: for the daemon's writer
+// (write) or for reading while the daemon runs.
+func openRecordingStore(ctx context.Context, cfg *Config, write bool) (recording.Store, error) {
+	switch cfg.Recording.Store {
+	case "postgres":
+		return recording.OpenPostgres(ctx, cfg.Recording.DSN, 0)
+	case "none":
+		return nil, errors.New("recording.store is none: nothing is recorded")
+	}
+	if !write {
+		return recording.OpenFilesReadOnly(cfg.recordingDir())
+	}
+	seg, keep := cfg.Recording.Sizes()
+	return recording.OpenFiles(recording.FilesConfig{
+		Dir: cfg.recordingDir(), SegmentSize: seg,
+		RetentionAge: cfg.Recording.RetentionAge, RetentionSize: keep, Log: cfg.Logger(),
+	})
+}
+
+// readHost is the chain the CLI reads by default: a files store has one
+// (""); in the shared store it is this host's, unless --host says.
+func readHost(cfg *Config, flag string) string {
+	if flag != "" || cfg.Recording.Store != "postgres" {
+		return flag
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+func newAuditCmd(load func() (*Config, error)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Verify, export and inspect the tamper-evident session recording",
+		Long: `The recording is one hash chain per host with signed checkpoints (docs/recording.md).
+These verbs read the store directly (state_dir/recordings, or recording.dsn) and work
+while the daemon runs.`,
+	}
+	cmd.AddCommand(newAuditVerifyCmd(load), newAuditExportCmd(load), newAuditPubkeyCmd(load))
+	return cmd
+}
+
+func newAuditVerifyCmd(load func() (*Config, error)) *cobra.Command {
+	var (
+		from   uint64
+		pubkey string
+		host   string
+	)
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Check the chain: exit non-zero and name the first bad record",
+		Long: `Verify recomputes every record's hash, checks that each links to the one before, that
+sequence numbers have no gap, that every checkpoint is signed by the key, and that the chain
+reaches the signed head (so that a truncated tail is caught). It names the first record that
+breaks any of these and exits with status 1.
+
+By default the public key comes from the local signing key; --pubkey takes a PEM file
+(from "interlock audit pubkey"), to verify on another machine or another host's chain.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			pub, err := loadPublicKey(cfg, pubkey)
+			if err != nil {
+				return err
+			}
+			st, err := openRecordingStore(cmd.Context(), cfg, false)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rep, err := recording.Verify(cmd.Context(), st, recording.VerifyOptions{Host: readHost(cfg, host), From: from, PublicKey: pub})
+			if recording.IsBadRecord(err) {
+				return &exitError{code: 1, err: fmt.Errorf("audit verify: FAILED at %w", err)}
+			}
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if rep.Records == 0 {
+				fmt.Fprintln(out, "ok: the recording is empty")
+				return nil
+			}
+			fmt.Fprintf(out, "ok: records %d..%d (%d records, %d checkpoints) chain and signatures verify\n", rep.First, rep.Last, rep.Records, rep.Checkpoints)
+			if rep.Head != nil {
+				fmt.Fprintf(out, "signed head: seq %d at %s, key %s\n", rep.Head.Seq, rep.Head.Time.Format(time.RFC3339), rep.Head.Key)
+			}
+			if rep.Unsigned > 0 {
+				fmt.Fprintf(out, "note: the last %d records (after seq %d) are chained but not yet covered by a signed checkpoint\n", rep.Unsigned, rep.Signed)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Uint64Var(&from, "from", 0, "start at this sequence number (its link to the record before is trusted)")
+	cmd.Flags().StringVar(&pubkey, "pubkey", "", "PEM public key file (default: the local signing key's)")
+	cmd.Flags().StringVar(&host, "host", "", "host whose chain to verify (postgres store; default: this host)")
+	return cmd
+}
+
+func loadPublicKey(cfg *Config, file string) (ed25519.PublicKey, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		return recording.ParsePublicKeyPEM(b)
+	}
+	k, err := recording.LoadKey(cfg.recordingKeyPath())
+	if err != nil {
+		return nil, fmt.Errorf("%w (give --pubkey to verify without it)", err)
+	}
+	return k.Public().(ed25519.PublicKey), nil
+}
+
+func newAuditExportCmd(load func() (*Config, error)) *cobra.Command {
+	var (
+		format string
+		from   uint64
+		since  time.Duration
+		host   string
+	)
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Write the records as JSON lines, for a SIEM",
+		Long: `Export writes every record exactly as stored, one JSON object a line (the hash in each
+covers the line itself; see docs/recording.md), to standard output.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "jsonl" {
+				return fmt.Errorf("--format %q: only jsonl is supported", format)
+			}
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			st, err := openRecordingStore(cmd.Context(), cfg, false)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			f := recording.Filter{Host: host, From: from}
+			if since > 0 {
+				f.Since = time.Now().Add(-since)
+			}
+			w := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
+			err = st.Scan(cmd.Context(), f, func(rec *recording.Record, loc string, err error) error {
+				if rec == nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "interlock: skipping an unreadable record at %s: %v\n", loc, err)
+					return nil
+				}
+				w.Write(rec.Raw)
+				return w.WriteByte('\n')
+			})
+			if ferr := w.Flush(); err == nil {
+				err = ferr
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "jsonl", "output format (jsonl)")
+	cmd.Flags().Uint64Var(&from, "from", 0, "records from this sequence number on")
+	cmd.Flags().DurationVar(&since, "since", 0, "records of the last duration only (e.g. 24h)")
+	cmd.Flags().StringVar(&host, "host", "", "one host's chain only (postgres store; default: all)")
+	return cmd
+}
+
+func newAuditPubkeyCmd(load func() (*Config, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pubkey",
+		Short: "Print the public key that verifies this host's checkpoints (PEM)",
+		Long: `Pubkey prints the public half of the recording signing key (state_dir/recording.key,
+created at the daemon's first start). Keep a copy off the host: with it, "audit verify
+--pubkey" shows whether checkpoints were forged with another key.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			k, err := recording.LoadKey(cfg.recordingKeyPath())
+			if err != nil {
+				return fmt.Errorf("%w (the daemon creates it at its first start)", err)
+			}
+			pub := k.Public().(ed25519.PublicKey)
+			fmt.Fprintf(cmd.OutOrStdout(), "# interlock recording key %s\n", recording.KeyID(pub))
+			_, err = cmd.OutOrStdout().Write(recording.PublicKeyPEM(pub))
+			return err
+		},
+	}
+}
