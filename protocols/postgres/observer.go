@@ -44,6 +44,18 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return r.Code + ": " + r.Message }
 
+// Terminate is an error an Observer returns from Decided to end the
+// session instead of refusing one statement (an approval timed out inside
+// a transaction whose rule says terminate): the agent gets a FATAL error
+// with Code and Message, and the connection to the target is closed, so
+// the server rolls back the open transaction and releases its locks.
+type Terminate struct {
+	Code    string
+	Message string
+}
+
+func (t *Terminate) Error() string { return "session terminated: " + t.Code + ": " + t.Message }
+
 // StatementEvent is one decided statement.
 type StatementEvent struct {
 	Text      string // the statement's own text

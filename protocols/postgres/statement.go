@@ -22,7 +22,8 @@ const (
 // decision is the outcome for one protocol message (a Query may hold several
 // statements; the first refusal wins).
 type decision struct {
-	refuse *pgproto3.ErrorResponse
+	refuse    *pgproto3.ErrorResponse
+	terminate *Terminate // an observer ends the session
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -88,6 +89,10 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		st := &cl.Statements[i]
 		ev := StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil, Notify: ss.notice}
 		if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
+			if t, ok := errors.AsType[*Terminate](err); ok {
+				ss.s.Log.Warn("session terminated by the observer", "error", err)
+				return decision{terminate: t}, cl
+			}
 			ds[i].refuse = observerRefusal(err)
 			ss.s.Log.Warn("statement refused by the observer", "error", err)
 			if out.refuse == nil {
@@ -181,6 +186,14 @@ func observerRefusal(err error) *pgproto3.ErrorResponse {
 	return refusal("the statement could not be recorded: "+err.Error(), "")
 }
 
+// terminate ends the session for an observer: FATAL to the agent, and an
+// error that makes clientLoop return, which closes the upstream connection
+// (the server then rolls back an open transaction).
+func (ss *session) terminate(t *Terminate) error {
+	ss.cc.fatal(t.Code, "Interlock: "+t.Message)
+	return t
+}
+
 // notice sends a NoticeResponse to the agent now.
 func (ss *session) notice(msg string) {
 	ss.cc.w.send(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: "Interlock: " + msg})
@@ -188,6 +201,9 @@ func (ss *session) notice(msg string) {
 
 func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 	d, _ := ss.decide(ctx, m.String, PathSimple)
+	if d.terminate != nil {
+		return ss.terminate(d.terminate)
+	}
 	if d.refuse != nil {
 		// If any statement is refused, none is forwarded.
 		return ss.forward(&pgproto3.Query{String: ss.block(d.refuse)})
@@ -197,6 +213,9 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 
 func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 	d, _ := ss.decide(ctx, m.Query, PathExtended)
+	if d.terminate != nil {
+		return ss.terminate(d.terminate)
+	}
 	if d.refuse != nil {
 		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
 		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
@@ -231,6 +250,9 @@ func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) e
 	refuse := ss.verdict(&d)
 	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil, Notify: ss.notice}
 	if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
+		if t, ok := errors.AsType[*Terminate](err); ok {
+			return ss.terminate(t)
+		}
 		refuse = observerRefusal(err)
 	}
 	ss.h.cfg.Metrics.statement(ss.s.Identity.Agent, ss.target.Name, d.Verdict, refuse != nil)

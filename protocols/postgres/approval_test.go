@@ -1,0 +1,185 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/interlockhq/interlock/engine"
+	"github.com/interlockhq/interlock/engine/approvals"
+	"github.com/interlockhq/interlock/engine/policy"
+)
+
+const approvalPolicy = `version: 1
+targets:
+  - {name: db, protocol: postgres, address: "127.0.0.1:5432", credentials: {user: app, password_env: X}}
+agents:
+  - {name: writer, roles: [writer]}
+roles:
+  - name: writer
+    rules:
+      - {id: read, actions: [read], tables: ["public.*"], decision: allow}
+      - {id: tx, actions: [transaction], decision: allow}
+      - id: delete-needs-approval
+        actions: [delete]
+        tables: ["public.*"]
+        decision: approve
+        approval: {approvers: [dba], timeout: 2s, in_transaction_timeout: 300ms, on_timeout_in_transaction: terminate}
+      - id: update-needs-approval
+        actions: [update]
+        tables: ["public.*"]
+        decision: approve
+        approval: {approvers: [dba], timeout: 2s, in_transaction_timeout: 300ms}
+`
+
+// newApprovalSession is a pipe session (see relay_test.go) of agent writer
+// with the approval stage, starting in transaction state txStatus.
+func newApprovalSession(t *testing.T, txStatus byte) (*pipeSession, *approvals.Manager) {
+	t.Helper()
+	pol, err := policy.Parse("approval.yaml", []byte(approvalPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := approvals.New(approvals.Config{Host: "test", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	polf := func() *policy.Policy { return pol }
+	h, err := NewHandler(Config{Policy: polf, MaxMessageSize: 4096, Log: log, Observer: Observers{NewApprovals(m, "parameters", polf)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentEnd, engineClient := net.Pipe()
+	serverEnd, engineUp := net.Pipe()
+	s := engine.NewSession(engine.Identity{Agent: "writer", Target: "db", Protocol: "postgres",
+		OrigDst: netip.MustParseAddrPort("127.0.0.1:5432")}, log)
+	target, _ := pol.Target("db")
+	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: txStatus, params: map[string]string{}}
+	ps := &pipeSession{
+		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
+		agent: agentEnd, server: serverEnd,
+		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
+		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),
+		done:     make(chan error, 1),
+	}
+	go func() { ps.done <- ps.ss.run(context.Background()) }()
+	t.Cleanup(func() {
+		agentEnd.Close()
+		serverEnd.Close()
+		select {
+		case <-ps.done:
+		case <-time.After(5 * time.Second):
+			t.Error("session did not end")
+		}
+	})
+	return ps, m
+}
+
+// pendingID reads the agent's "approval pending" notice and returns the id.
+func pendingID(t *testing.T, ps *pipeSession) string {
+	t.Helper()
+	n, ok := ps.agentReceive(t).(*pgproto3.NoticeResponse)
+	if !ok || !strings.Contains(n.Message, "approval pending: id ") {
+		t.Fatalf("agent got %#v, want the approval-pending notice", n)
+	}
+	id, _, _ := strings.Cut(n.Message[strings.Index(n.Message, "id ")+3:], ",")
+	return id
+}
+
+var dba = approvals.Approver{Subject: "alice", Roles: []string{"dba"}}
+
+func TestApprovalApprovedIsForwarded(t *testing.T) {
+	ps, m := newApprovalSession(t, 'I')
+	ps.send(t, &pgproto3.Query{String: "delete from orders where id = 42"})
+	id := pendingID(t, ps)
+	r, err := m.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Statement != "delete from orders where id = $1" || r.Rule != "delete-needs-approval" || r.Agent != "writer" || r.Session != ps.ss.s.UID {
+		t.Fatalf("request %+v", r)
+	}
+	// Nothing reaches the server while the statement is held.
+	ps.server.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := ps.serverBE.Receive(); err == nil {
+		t.Fatal("the held statement reached the server")
+	}
+	if _, err := m.Decide(context.Background(), id, dba, true, "ok", r.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if q := ps.serverReceive(t).(*pgproto3.Query); q.String != "delete from orders where id = 42" {
+		t.Fatalf("server got %q", q.String)
+	}
+}
+
+func TestApprovalDeniedIsRefused(t *testing.T) {
+	ps, m := newApprovalSession(t, 'I')
+	ps.send(t, &pgproto3.Query{String: "delete from orders where id = 42"})
+	id := pendingID(t, ps)
+	if _, err := m.Decide(context.Background(), id, dba, false, "not today", ""); err != nil {
+		t.Fatal(err)
+	}
+	sentinel := ps.serverReceive(t).(*pgproto3.Query).String
+	if !strings.HasPrefix(sentinel, "interlock_blocked_") {
+		t.Fatalf("denied statement reached the server as %q", sentinel)
+	}
+	ps.serverSend(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "` + sentinel + `"`}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "42501" || !strings.Contains(e.Message, "denied by alice: not today") {
+		t.Fatalf("agent got %#v", e)
+	}
+}
+
+func TestApprovalTimeoutInTransactionAborts(t *testing.T) {
+	ps, _ := newApprovalSession(t, 'T')
+	ps.send(t, &pgproto3.Query{String: "update orders set amount = 0 where id = 1"})
+	pendingID(t, ps)
+	start := time.Now()
+	sentinel := ps.serverReceive(t).(*pgproto3.Query).String
+	if d := time.Since(start); d < 200*time.Millisecond || d > 2*time.Second {
+		t.Errorf("in-transaction timeout after %s, want ~300ms", d)
+	}
+	ps.serverSend(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "` + sentinel + `"`}, &pgproto3.ReadyForQuery{TxStatus: 'E'})
+	if e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse); !ok || e.Code != "57014" || e.Severity != "ERROR" {
+		t.Fatalf("agent got %#v, want ERROR 57014", e)
+	}
+}
+
+func TestApprovalTimeoutInTransactionTerminates(t *testing.T) {
+	ps, _ := newApprovalSession(t, 'T')
+	ps.send(t, &pgproto3.Query{String: "delete from orders where id = 1"})
+	pendingID(t, ps)
+	e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "57014" || e.Severity != "FATAL" || !strings.Contains(e.Message, "terminating the session") {
+		t.Fatalf("agent got %#v, want FATAL 57014", e)
+	}
+	select {
+	case err := <-ps.done:
+		ps.done <- err
+		if _, ok := err.(*Terminate); !ok {
+			t.Errorf("session ended with %v, want the Terminate", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("session still open after the terminate")
+	}
+	// The upstream connection is closed: the server rolls back.
+	ps.server.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		m, err := ps.serverBE.Receive()
+		if err != nil {
+			break
+		}
+		if q, ok := m.(*pgproto3.Query); ok {
+			t.Fatalf("server got %q", q.String)
+		}
+	}
+}
