@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 )
@@ -112,10 +111,4 @@ func nameID(name string) uint32 {
 		id = 1 // 0 means "not a target" in the kernel
 	}
 	return id
-}
-
-// cgroupExists is used by the exec helper and tests.
-func cgroupExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.IsDir()
 }

@@ -30,8 +30,6 @@ const (
 	policyExitCannotDo = 2
 )
 
-func newPolicyCmd() *cobra.Command { return newPolicyCmdWith(policyOptions{}) }
-
 func newPolicyCmdWith(opts policyOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
