@@ -2,9 +2,14 @@ package recording
 
 import (
 	"context"
+	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // BenchmarkAppend measures one statement's record append as a session
@@ -38,4 +43,57 @@ func BenchmarkAppend(b *testing.B) {
 	b.StopTimer()
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+}
+
+// BenchmarkGroupCommit: 8 sessions append statements as fast as their
+// syncs allow (real fdatasync/O_DSYNC on the test's temporary directory).
+// Reports the statement latency p50 and records per sync.
+func BenchmarkGroupCommit(b *testing.B) {
+	dir := os.Getenv("INTERLOCK_RECORDING_BENCH_DIR") // default: the test's temp dir
+	if dir == "" {
+		dir = b.TempDir()
+	} else {
+		dir, _ = os.MkdirTemp(dir, "rec-bench-")
+		defer os.RemoveAll(dir)
+	}
+	st, err := OpenFiles(FilesConfig{Dir: dir, Log: quietLog()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := NewMetrics(nil)
+	r := openRecorder(b, st, func(c *Config) { c.Metrics = m })
+	defer r.Close()
+	const sessions = 8
+	per := max(b.N/sessions, 1)
+	lats := make([][]time.Duration, sessions)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for i := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := testSession("bench")
+			r.SessionStarted(s)
+			l, _ := r.Session(s)
+			for range per {
+				t0 := time.Now()
+				l.Statement(context.Background(), &Statement{Text: "SELECT abalance FROM pgbench_accounts WHERE aid = $1", Verdict: "allow", Forwarded: true}, true)
+				lats[i] = append(lats[i], time.Since(t0))
+				l.Completed(&Result{Tag: "SELECT 1"})
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	var d dto.Metric
+	m.Sync.(prometheus.Metric).Write(&d)
+	h := d.GetHistogram()
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(len(all))/float64(h.GetSampleCount()), "stmts/sync")
+	b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount())*1e6, "sync-µs")
 }

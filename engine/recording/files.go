@@ -25,12 +25,16 @@ import (
 // Files is the default store: segment files seg-<first seq>.log under a
 // directory (state_dir/recordings), one record a line, and head.json.
 //
-// A new segment is allocated at its full size up front (fallocate), so that
-// appends overwrite allocated blocks and fdatasync writes no file size
-// change: about half the latency of a sync after a growing append on ext4.
-// The unused tail reads as NUL bytes, where readers stop; a sealed segment
-// is cut to its data. A crash can leave a torn last line (written, never
-// synced, never acknowledged): opening for writing cuts it.
+// Syncs are what a statement waits for, so the layout keeps them cheap: a
+// new segment is allocated at its full size up front (fallocate: the file
+// size never changes on append, and a full disk is found at rotation, not
+// mid-segment), and the writer zeroes it a chunk (zeroChunk) ahead of its
+// appends, so that an append overwrites blocks that are already written
+// and its sync (O_DSYNC) flushes data only, with no journal commit: on
+// ext4 about a third of the latency of a sync after an append that grows
+// the file. The unused tail reads as NUL bytes, where readers stop; a
+// sealed segment is cut to its data. A crash can leave a torn last line
+// (written, never synced, never acknowledged): opening for writing cuts it.
 type Files struct {
 	cfg FilesConfig
 	ro  bool
@@ -41,6 +45,7 @@ type Files struct {
 	curFirst  uint64
 	off       int64 // data length of the current segment
 	allocated int64
+	zeroed    int64 // the current segment is written (data or zeros) and synced up to here
 	broken    error // a failed append could not be rolled back
 	segs      []segment
 }
@@ -137,7 +142,7 @@ func (s *Files) openTail() error {
 	}
 	last := s.segs[len(s.segs)-1]
 	path := filepath.Join(s.cfg.Dir, last.name)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|s.syncFlag(), 0)
 	if err != nil {
 		return fmt.Errorf("recording: open %s: %w", path, err)
 	}
@@ -157,7 +162,7 @@ func (s *Files) openTail() error {
 		f.Sync()
 	}
 	st, _ := f.Stat()
-	s.cur, s.curName, s.curFirst, s.off, s.allocated = f, last.name, last.first, end, st.Size()
+	s.cur, s.curName, s.curFirst, s.off, s.allocated, s.zeroed = f, last.name, last.first, end, st.Size(), end
 	if s.allocated < s.cfg.SegmentSize && end < s.cfg.SegmentSize {
 		s.preallocate()
 	}
@@ -205,7 +210,7 @@ func (s *Files) startSegment(first uint64) error {
 	if err != nil {
 		return err
 	}
-	s.cur, s.curName, s.curFirst, s.off, s.allocated = f, name, first, 0, alloc
+	s.cur, s.curName, s.curFirst, s.off, s.allocated, s.zeroed = f, name, first, 0, alloc, 0
 	s.segs = append(s.segs, segment{name: name, first: first})
 	return nil
 }
@@ -213,7 +218,7 @@ func (s *Files) startSegment(first uint64) error {
 func (s *Files) createSegment(first uint64) (*os.File, string, int64, error) {
 	name := segName(first)
 	path := filepath.Join(s.cfg.Dir, name)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|s.syncFlag(), 0o600)
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("recording: create segment %s: %w", path, err)
 	}
@@ -283,21 +288,42 @@ func (s *Files) appendLocked(recs []*Record) error {
 	for _, r := range recs {
 		buf = append(append(buf, r.Raw...), '\n')
 	}
+	end := s.off + int64(n)
+	if end > s.zeroed && !s.cfg.noSync {
+		// Zero the next chunk first (in this write's sync), so that the
+		// appends after it overwrite written blocks.
+		z := (end + zeroChunk) / zeroChunk * zeroChunk
+		if s.allocated > end {
+			z = min(z, s.allocated)
+		}
+		if z > end {
+			if _, err := s.cur.WriteAt(make([]byte, z-end), end); err != nil {
+				s.rollback(err)
+				return fmt.Errorf("recording: write %s: %w", s.curName, hint(err))
+			}
+		}
+		s.zeroed = z
+	}
+	// With O_DSYNC, the write returns once the data is durable. After a
+	// failed write or sync the page cache state is unknown (the kernel may
+	// have dropped the dirty pages): roll back and let the next batch try
+	// again.
 	if _, err := s.cur.WriteAt(buf, s.off); err != nil {
 		s.rollback(err)
 		return fmt.Errorf("recording: write %s: %w", s.curName, hint(err))
 	}
-	if !s.cfg.noSync {
-		if err := unix.Fdatasync(int(s.cur.Fd())); err != nil {
-			// After a failed sync the page cache state is unknown (the
-			// kernel may have dropped the dirty pages): roll back and let
-			// the next batch try again.
-			s.rollback(err)
-			return fmt.Errorf("recording: sync %s: %w", s.curName, hint(err))
-		}
-	}
-	s.off += int64(n)
+	s.off = end
 	return nil
+}
+
+// zeroChunk is how far ahead of its appends the writer zeroes a segment.
+const zeroChunk = 1 << 20
+
+func (s *Files) syncFlag() int {
+	if s.cfg.noSync {
+		return 0
+	}
+	return syscall.O_DSYNC
 }
 
 // rollback undoes a partial write: the region after off is zeroed (within
@@ -315,6 +341,7 @@ func (s *Files) rollback(cause error) {
 	} else {
 		err = s.cur.Truncate(s.off)
 	}
+	s.zeroed = s.off
 	if err != nil {
 		s.broken = fmt.Errorf("recording: segment %s is unusable after a failed write (%v) could not be rolled back: %w", s.curName, cause, err)
 		s.cfg.Log.Error(s.broken.Error())
@@ -360,7 +387,7 @@ func (s *Files) rotate(ctx context.Context, checkpoint *Record) error {
 		old.Sync()
 	}
 	old.Close()
-	s.cur, s.curName, s.curFirst, s.off, s.allocated = f, name, checkpoint.Seq+1, 0, alloc
+	s.cur, s.curName, s.curFirst, s.off, s.allocated, s.zeroed = f, name, checkpoint.Seq+1, 0, alloc, 0
 	s.segs = append(s.segs, segment{name: name, first: checkpoint.Seq + 1})
 	return nil
 }

@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interlockhq/interlock/test/harness"
+)
+
+// BenchmarkRecordingPgbench runs pgbench select-only with 8 clients
+// through Interlock with session recording off (recording.store: none) and
+// on (the default segment files, every statement synced before it is
+// forwarded, group-committed), alternating in one run, and reports the
+// TPS of each and their ratio (target: on ≥ 0.90× off), and how many
+// records each sync carried.
+//
+//	go test -run '^$' -bench RecordingPgbench -benchtime 1x ./test/bench/
+func BenchmarkRecordingPgbench(b *testing.B) {
+	harness.RequirePrivileged(b)
+	bin := harness.PostgresBinDir()
+	harness.Require(b, bin != "", "needs PostgreSQL server binaries (apt-get install postgresql)")
+	pgbench := filepath.Join(bin, "pgbench")
+	harness.Require(b, harness.Exists(pgbench), "needs pgbench (apt-get install postgresql)")
+	prioritize(b)
+	secs := 5
+	if s, err := strconv.Atoi(os.Getenv("INTERLOCK_PGBENCH_SECONDS")); err == nil && s > 0 {
+		secs = s
+	}
+
+	pg := harness.StartPostgres(b)
+	env := append(os.Environ(), "PGPASSWORD="+pg.Password, "PGSSLMODE=disable", "PGGSSENCMODE=disable")
+	initCmd := exec.Command(pgbench, "-i", "-q", "-s", "10", "-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres")
+	initCmd.Env = env
+	if out, err := initCmd.CombinedOutput(); err != nil {
+		b.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	cg := harness.NewCgroups(b)
+	agent := cg.Mkdir(b, "agents/rec")
+	pwFile := filepath.Join(b.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte(pg.Password+"\n"), 0o600)
+	d := harness.NewDaemon(b, cg.Root, harness.PinDir(b), fmt.Sprintf(`version: 1
+targets:
+  - {name: db, protocol: postgres, address: "127.0.0.1:%d", credentials: {user: postgres, password_file: %s}, tls: {mode: disable}}
+agents:
+  - {name: rec-bench, roles: [bench]}
+roles:
+  - name: bench
+    rules:
+      - {id: read, actions: [read], tables: ["public.pgbench_*", "pg_catalog.*"], decision: allow}
+      - {id: session, actions: [transaction, set, show], decision: allow}
+`, pg.Port, pwFile))
+	base, err := os.ReadFile(d.ConfigPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Measure at the default log level, not the harness's debug.
+	baseCfg := strings.Replace(string(base), "level: debug", "level: info", 1)
+	start := func(store string) {
+		if err := os.WriteFile(d.ConfigPath, []byte(baseCfg+"recording:\n  store: "+store+"\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		d.Start()
+	}
+	start("none")
+	if out, err := d.CLI("label", agent, "rec-bench"); err != nil {
+		b.Fatalf("label: %v\n%s", err, out)
+	}
+	time.Sleep(time.Second) // the label scan runs every 200 ms
+	d.Stop()
+
+	reTPS := regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+	run := func() float64 {
+		cmd := harness.Command(b, agent, pgbench, "-n", "-S", "-c", "8", "-j", "2", "-T", strconv.Itoa(secs),
+			"-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		m := reTPS.FindStringSubmatch(string(out))
+		if err != nil || m == nil {
+			b.Fatalf("pgbench: %v\n%s\ndaemon:\n%s", err, out, d.Logs())
+		}
+		tps, _ := strconv.ParseFloat(m[1], 64)
+		return tps
+	}
+	var off, on []float64
+	var records, syncs float64
+	for round := range 2 {
+		for _, store := range []string{"none", "files"} {
+			if round == 1 {
+				// Alternate the order, so that drift favours neither.
+				store = map[string]string{"none": "files", "files": "none"}[store]
+			}
+			start(store)
+			tps := run()
+			if store == "none" {
+				off = append(off, tps)
+			} else {
+				on = append(on, tps)
+				records += d.Metric("interlock_recording_records_total")
+				syncs += d.Metric("interlock_recording_fsync_seconds_count")
+			}
+			d.Stop()
+			b.Logf("round %d, recording %s: %.0f tps", round+1, map[string]string{"none": "off", "files": "on"}[store], tps)
+		}
+	}
+	mean := func(xs []float64) float64 {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s / float64(len(xs))
+	}
+	ratio := mean(on) / mean(off)
+	b.ReportMetric(mean(off), "tps-off")
+	b.ReportMetric(mean(on), "tps-on")
+	b.ReportMetric(ratio, "on/off")
+	b.ReportMetric(records/syncs, "records/sync")
+	b.Logf("pgbench -S -c8, %ds × 2 each: recording off %.0f tps, on %.0f tps (%.3f×, target ≥ 0.90×); %.0f records in %.0f syncs (%.1f per sync)",
+		secs, mean(off), mean(on), ratio, records, syncs, records/syncs)
+	os.WriteFile(d.ConfigPath, []byte(baseCfg), 0o600)
+	if out, err := d.CLI("audit", "verify"); err != nil {
+		b.Errorf("audit verify after the runs: %v\n%s", err, out)
+	}
+}
