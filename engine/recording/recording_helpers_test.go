@@ -74,7 +74,7 @@ func writeSessions(t testing.TB, r *Recorder, n, k int) []string {
 			} else {
 				l.Failed("42501", "Interlock: blocked")
 			}
-			}
+		}
 		r.SessionEnded(s, nil)
 		ids = append(ids, s.UID)
 	}
