@@ -106,7 +106,9 @@ func OpenFiles(cfg FilesConfig) (*Files, error) {
 // OpenFilesReadOnly opens the store for reading (the CLI, while the daemon
 // runs): it changes nothing.
 func OpenFilesReadOnly(dir string) (*Files, error) {
-	if _, err := os.Stat(dir); err != nil {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("recording: nothing recorded yet: %s does not exist (the daemon creates it at its first start)", dir)
+	} else if err != nil {
 		return nil, fmt.Errorf("recording: open %s: %w", dir, err)
 	}
 	s := &Files{cfg: FilesConfig{Dir: dir}, ro: true}
