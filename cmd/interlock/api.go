@@ -11,7 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/policy"
@@ -46,7 +50,7 @@ type controlAPI struct {
 	ln  net.Listener
 }
 
-func startAPI(socket, policyPath string, es *engine.Server, ks *kernelSync, r *redirect.Redirector, store *policy.Store, log *slog.Logger) (*controlAPI, error) {
+func startAPI(socket, policyPath string, es *engine.Server, ks *kernelSync, r *redirect.Redirector, store *policy.Store, log *slog.Logger, appr *approvalsService) (*controlAPI, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return nil, fmt.Errorf("api.socket: create directory: %w", err)
 	}
@@ -93,7 +97,19 @@ func startAPI(socket, policyPath string, es *engine.Server, ks *kernelSync, r *r
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(rep)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	var handler http.Handler = mux
+	if appr != nil {
+		mux.Handle("/v1/approvals", appr.local)
+		mux.Handle("/v1/approvals/", appr.local)
+		if appr.gid >= 0 {
+			if err := shareSocket(socket, appr.gid); err != nil {
+				ln.Close()
+				return nil, err
+			}
+			handler = approvalsOnlyForGroup(mux)
+		}
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ConnContext: withPeerCred}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("control API stopped", "error", err)
@@ -131,4 +147,85 @@ func fetchStatus(socket string) (statusReport, bool) {
 		return rep, false
 	}
 	return rep, true
+}
+
+// The approvals routes of the control socket authenticate their caller by
+// its peer credentials (see localAuthenticator in approvals.go).
+
+type peerCredKey struct{}
+
+type peerCred struct {
+	pid, uid, gid uint32
+}
+
+// withPeerCred puts the connecting process's SO_PEERCRED in the context
+// of every request on the connection.
+func withPeerCred(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	var serr error
+	raw.Control(func(fd uintptr) { cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if serr != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerCredKey{}, &peerCred{pid: uint32(cred.Pid), uid: cred.Uid, gid: cred.Gid})
+}
+
+// inGroup reports whether the peer's primary or supplementary groups
+// include gid (from /proc: SO_PEERCRED carries the primary group only).
+func (p *peerCred) inGroup(gid int) bool {
+	if int(p.gid) == gid {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, g := range strings.Fields(rest) {
+				if g == strconv.Itoa(gid) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// shareSocket lets approvals.local_group reach the socket: group
+// read/write on it, and group search on its directory.
+func shareSocket(socket string, gid int) error {
+	dir := filepath.Dir(socket)
+	for _, step := range []func() error{
+		func() error { return os.Chown(dir, 0, gid) },
+		func() error { return os.Chmod(dir, 0o750) },
+		func() error { return os.Chown(socket, 0, gid) },
+		func() error { return os.Chmod(socket, 0o660) },
+	} {
+		if err := step(); err != nil {
+			return fmt.Errorf("approvals.local_group: share the control socket: %w", err)
+		}
+	}
+	return nil
+}
+
+// approvalsOnlyForGroup keeps non-root peers (approvals.local_group) to
+// the approvals routes.
+func approvalsOnlyForGroup(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, ok := r.Context().Value(peerCredKey{}).(*peerCred)
+		if !ok || (cred.uid != 0 && r.URL.Path != "/v1/approvals" && !strings.HasPrefix(r.URL.Path, "/v1/approvals/")) {
+			http.Error(w, "root only", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,6 +31,8 @@ type Config struct {
 	Log      LogConfig      `mapstructure:"log"`
 	// Recording: see RecordingConfig.
 	Recording RecordingConfig `mapstructure:"recording"`
+	// Approvals: see ApprovalsConfig.
+	Approvals ApprovalsConfig `mapstructure:"approvals"`
 
 	file string // where it was loaded from, "" for defaults only
 }
@@ -127,6 +130,18 @@ var configDefaults = map[string]any{
 	"recording.retention_size":      "0",
 	"recording.checkpoint_every":    1000,
 	"recording.checkpoint_interval": "10s",
+
+	"approvals.enabled":          true,
+	"approvals.listen":           "",
+	"approvals.tls_cert":         "",
+	"approvals.tls_key":          "",
+	"approvals.store":            "memory",
+	"approvals.dsn":              "",
+	"approvals.local_group":      "",
+	"approvals.oidc.issuer":      "",
+	"approvals.oidc.client_id":   "",
+	"approvals.oidc.roles_claim": "groups",
+	"approvals.oidc.ca_file":     "",
 }
 
 // LoadConfig reads path (a missing file at the default path means "all
@@ -244,6 +259,7 @@ func (c *Config) validate() error {
 		bad("log.format", "%q must be text or json", c.Log.Format)
 	}
 	errs = append(errs, c.Recording.validate()...)
+	errs = append(errs, c.Approvals.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -371,4 +387,109 @@ func (c *Config) Logger() *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// ApprovalsConfig configures just-in-time approvals (docs/approvals.md):
+// where approvers reach the API, how they authenticate, where requests
+// live and who is notified.
+type ApprovalsConfig struct {
+	// Enabled: approve decisions hold the statement for a human. When
+	// false they are refused.
+	Enabled bool `mapstructure:"enabled"`
+	// Listen is the approver API's ip:port ("" : the unix socket only).
+	// Agents cannot reach it: its port is denied to them in the kernel.
+	Listen  string `mapstructure:"listen"`
+	TLSCert string `mapstructure:"tls_cert"`
+	TLSKey  string `mapstructure:"tls_key"`
+	// Store is memory (this host) or postgres (shared by a fleet, at DSN).
+	Store string `mapstructure:"store"`
+	DSN   string `mapstructure:"dsn"`
+	// LocalGroup may use the approvals routes of the control socket
+	// besides root.
+	LocalGroup string                  `mapstructure:"local_group"`
+	OIDC       ApprovalsOIDCConfig     `mapstructure:"oidc"`
+	Webhooks   []ApprovalWebhookConfig `mapstructure:"webhooks"`
+}
+
+// ApprovalsOIDCConfig says how approvers' ID tokens are verified.
+type ApprovalsOIDCConfig struct {
+	Issuer     string `mapstructure:"issuer"`
+	ClientID   string `mapstructure:"client_id"`
+	RolesClaim string `mapstructure:"roles_claim"`
+	// RoleMap maps claim values to approver roles (empty: the claim values
+	// are the roles). A list, so that values keep their case and dots.
+	RoleMap []ApprovalRoleMapping `mapstructure:"role_map"`
+	CAFile  string                `mapstructure:"ca_file"`
+}
+
+// ApprovalRoleMapping gives the holders of one claim value approver roles.
+type ApprovalRoleMapping struct {
+	Value string   `mapstructure:"value"`
+	Roles []string `mapstructure:"roles"`
+}
+
+// ApprovalWebhookConfig is one notification endpoint.
+type ApprovalWebhookConfig struct {
+	URL    string `mapstructure:"url"`
+	Format string `mapstructure:"format"` // json (default) or slack
+}
+
+func (a *ApprovalsConfig) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("approvals.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch a.Store {
+	case "memory":
+		if a.DSN != "" {
+			bad("dsn", "is only used with store: postgres")
+		}
+	case "postgres":
+		if a.DSN == "" {
+			bad("dsn", "is required with store: postgres (INTERLOCK_APPROVALS_DSN keeps the password out of the file)")
+		}
+	default:
+		bad("store", "%q must be memory or postgres", a.Store)
+	}
+	if a.Listen != "" {
+		if _, err := netip.ParseAddrPort(a.Listen); err != nil {
+			bad("listen", "%q is not ip:port (empty: the unix socket only)", a.Listen)
+		}
+		if a.OIDC.Issuer == "" || a.OIDC.ClientID == "" {
+			bad("oidc", "issuer and client_id are required with listen: approvers authenticate with OIDC ID tokens")
+		}
+	} else if a.OIDC.Issuer != "" || a.TLSCert != "" {
+		bad("listen", "is required with oidc and tls_cert: they configure the approver API's listener")
+	}
+	if (a.TLSCert == "") != (a.TLSKey == "") {
+		bad("tls_cert", "tls_cert and tls_key go together")
+	}
+	if a.OIDC.Issuer != "" {
+		if u, err := url.Parse(a.OIDC.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("oidc.issuer", "%q must be an http(s) URL", a.OIDC.Issuer)
+		}
+	}
+	if a.OIDC.RolesClaim == "" {
+		bad("oidc.roles_claim", "must name the claim holding groups or roles")
+	}
+	for i, m := range a.OIDC.RoleMap {
+		if m.Value == "" || len(m.Roles) == 0 {
+			bad(fmt.Sprintf("oidc.role_map[%d]", i), "needs a value and at least one role")
+		}
+	}
+	if a.OIDC.CAFile != "" && !filepath.IsAbs(a.OIDC.CAFile) {
+		bad("oidc.ca_file", "%q must be an absolute path", a.OIDC.CAFile)
+	}
+	for i, w := range a.Webhooks {
+		key := fmt.Sprintf("webhooks[%d]", i)
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(key+".url", "must be an http(s) URL")
+		}
+		switch w.Format {
+		case "", "json", "slack":
+		default:
+			bad(key+".format", "%q must be json or slack", w.Format)
+		}
+	}
+	return errs
 }

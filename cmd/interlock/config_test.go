@@ -118,3 +118,54 @@ func TestConfigRecording(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigApprovals(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "policy: p.yaml\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Approvals; !a.Enabled || a.Store != "memory" || a.Listen != "" || a.OIDC.RolesClaim != "groups" {
+		t.Errorf("approvals defaults: %+v", a)
+	}
+	c, err = LoadConfig(writeConfig(t, `approvals:
+  listen: 127.0.0.1:9470
+  store: postgres
+  dsn: postgres://approvals@db/interlock
+  oidc:
+    issuer: https://idp.example.com/realms/x
+    client_id: interlock
+    roles_claim: realm_access.roles
+    role_map:
+      - {value: DB.Admins, roles: [dba, oncall]}
+  webhooks:
+    - {url: "https://hooks.example.com/services/T/B/x", format: slack}
+    - {url: "http://127.0.0.1:8080/approvals"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Approvals
+	if a.Listen != "127.0.0.1:9470" || a.OIDC.RolesClaim != "realm_access.roles" || len(a.OIDC.RoleMap) != 1 || a.OIDC.RoleMap[0].Value != "DB.Admins" ||
+		len(a.OIDC.RoleMap[0].Roles) != 2 || len(a.Webhooks) != 2 || a.Webhooks[0].Format != "slack" {
+		t.Errorf("approvals: %+v", a)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{"approvals:\n  store: redis\n", "approvals.store"},
+		{"approvals:\n  store: postgres\n", "approvals.dsn"},
+		{"approvals:\n  dsn: postgres://x\n", "approvals.dsn"},
+		{"approvals:\n  listen: everywhere\n  oidc: {issuer: https://i, client_id: c}\n", "approvals.listen"},
+		{"approvals:\n  listen: 127.0.0.1:9470\n", "approvals.oidc"},
+		{"approvals:\n  oidc: {issuer: https://i, client_id: c}\n", "approvals.listen"},
+		{"approvals:\n  listen: 127.0.0.1:9470\n  oidc: {issuer: ftp://i, client_id: c}\n", "approvals.oidc.issuer"},
+		{"approvals:\n  listen: 127.0.0.1:9470\n  tls_cert: /c.pem\n  oidc: {issuer: https://i, client_id: c}\n", "approvals.tls_cert"},
+		{"approvals:\n  oidc:\n    role_map: [{value: x}]\n", "approvals.oidc.role_map[0]"},
+		{"approvals:\n  webhooks: [{url: nowhere}]\n", "approvals.webhooks[0].url"},
+		{"approvals:\n  webhooks: [{url: 'https://h/x', format: teams}]\n", "approvals.webhooks[0].format"},
+		{"approvals:\n  listne: x\n", "listne"},
+	} {
+		_, err := LoadConfig(writeConfig(t, tc.body))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one naming %s", tc.body, err, tc.want)
+		}
+	}
+}

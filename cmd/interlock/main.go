@@ -51,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(load),
 		newUninstallCmd(load),
 		newVersionCmd(),
+		newApprovalsCmd(load),
 		newSessionsCmd(load),
 		newReplayCmd(load),
 		newAuditCmd(load),

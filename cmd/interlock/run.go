@@ -92,6 +92,17 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		events, observer = rec, postgres.NewRecorder(rec)
 	}
 
+	// Just-in-time approvals (docs/approvals.md): approve statements wait
+	// for a human, after the recording stage.
+	appr, err := startApprovals(ctx, cfg, rec, store, mount, reg, log)
+	if err != nil {
+		return err
+	}
+	if appr != nil {
+		defer appr.Close()
+		observer = appr.chain(observer)
+	}
+
 	pg, err := newPostgresHandler(cfg, store, reg, log, observer)
 	if err != nil {
 		return err
@@ -123,6 +134,9 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		}
 		enginePorts = append(enginePorts, uint16(metricsLn.Addr().(*net.TCPAddr).Port))
 	}
+	if appr != nil {
+		enginePorts = append(enginePorts, appr.ports()...)
+	}
 
 	r, err := redirect.Install(redirect.Config{
 		CgroupPath: attach, PinDir: cfg.Redirect.PinDir,
@@ -148,7 +162,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		}
 	})
 
-	api, err := startAPI(cfg.API.Socket, cfg.Policy, srv, ks, r, store, log)
+	api, err := startAPI(cfg.API.Socket, cfg.Policy, srv, ks, r, store, log, appr)
 	if err != nil {
 		return err
 	}
@@ -160,6 +174,9 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		defer ms.Close()
 	}
 
+	if appr != nil {
+		appr.serve() // the kernel now keeps agents off its port
+	}
 	go ks.run(ctx, cfg.Redirect.LabelScanInterval)
 	go store.Run(ctx)
 	go reloadOnHUP(ctx, store, log)
