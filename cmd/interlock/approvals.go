@@ -315,13 +315,17 @@ requesting agent never can.`,
 	var reason, digest string
 	approve := &cobra.Command{
 		Use: "approve ID", Short: "Approve a held statement: it runs at once", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return c.decide(cmd.OutOrStdout(), args[0], true, reason, digest) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.decide(cmd.OutOrStdout(), args[0], true, reason, digest)
+		},
 	}
 	approve.Flags().StringVar(&reason, "reason", "", "why (recorded)")
 	approve.Flags().StringVar(&digest, "digest", "", "refuse unless the request's statement digest is this (from show)")
 	deny := &cobra.Command{
 		Use: "deny ID --reason TEXT", Short: "Deny a held statement: the agent gets the reason", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return c.decide(cmd.OutOrStdout(), args[0], false, reason, "") },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.decide(cmd.OutOrStdout(), args[0], false, reason, "")
+		},
 	}
 	deny.Flags().StringVar(&reason, "reason", "", "why (required; the agent sees it)")
 	deny.MarkFlagRequired("reason")
