@@ -264,6 +264,15 @@ func TestApprovals(t *testing.T) {
 		if code != 200 || !strings.Contains(string(body), `"by": "local:root"`) || !strings.Contains(string(body), "ticket 42") {
 			t.Fatalf("decided request: %d %s", code, body)
 		}
+		// The request and the decision are in the session's recording.
+		if !harness.WaitFor(5*time.Second, func() bool {
+			out, _ := h.d.CLI("replay", reqs[0].Session, "-o", "json")
+			return strings.Contains(out, `"approval_requested"`) && strings.Contains(out, `"approval_decided"`) &&
+				strings.Contains(out, `"by":"local:root"`) && strings.Contains(out, reqs[0].ID)
+		}) {
+			out, err := h.d.CLI("replay", reqs[0].Session, "-o", "json")
+			t.Errorf("recording lacks the approval events: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("denied", func(t *testing.T) {
