@@ -294,10 +294,10 @@ func (s *Files) appendLocked(recs []*Record) error {
 	if end > s.zeroed && !s.cfg.noSync {
 		// Zero the next chunk first (in this write's sync), so that the
 		// appends after it overwrite written blocks.
-		z := (end + zeroChunk) / zeroChunk * zeroChunk
-		if s.allocated > end {
-			z = min(z, s.allocated)
-		}
+		// Within the allocation only: past it (a segment that overflows
+		// before its rotation, a filesystem without fallocate) zeroing
+		// would take space the disk may not have.
+		z := min((end+zeroChunk)/zeroChunk*zeroChunk, s.allocated)
 		if z > end {
 			if _, err := s.cur.WriteAt(make([]byte, z-end), end); err != nil {
 				s.rollback(err)

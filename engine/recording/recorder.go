@@ -119,6 +119,10 @@ func Open(cfg Config) (*Recorder, error) {
 		r.seq, r.prev = last.Seq, last.Hash
 		if last.Type == TypeCheckpoint {
 			r.lastCheckpoint = last.Seq
+		} else {
+			// The previous run ended without its final checkpoint (a
+			// crash): sign its tail at the next interval or close.
+			r.uncovered, r.uncoveredSince = 1, time.Now()
 		}
 	}
 	if head != nil {
