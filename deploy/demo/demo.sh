@@ -9,10 +9,12 @@
 #     password (Interlock injects the real credentials), reads what its role
 #     allows and is refused a DROP TABLE (SQLSTATE 42501) without losing its
 #     session,
-#  4. shows what the engine saw (agent, pid, executable, original destination,
+#  4. runs the agent's DELETE, which waits for a human: `interlock approvals
+#     approve` on the control socket lets it run,
+#  5. shows what the engine saw (agent, pid, executable, original destination,
 #     each statement's decision),
-#  5. shows that the same agent is refused a destination that is not a target,
-#  6. cleans everything up.
+#  6. shows that the same agent is refused a destination that is not a target,
+#  7. cleans everything up.
 set -euo pipefail
 BIN=$(realpath "${1:-bin/interlock}")
 cd "$(dirname "$0")/../.."
@@ -83,6 +85,11 @@ roles:
   - name: analyst
     rules:
       - {id: analyst-read, actions: [read], tables: ["public.*"], decision: allow}
+      - id: analyst-delete-approval   # deletes wait for a human with the dba role
+        actions: [delete]
+        tables: [public.orders]
+        decision: approve
+        approval: {approvers: [dba], timeout: 60s}
 rules:
   - {id: no-destruction, actions: [drop, truncate], decision: block, message: "DROP and TRUNCATE are not allowed for agents"}
 POLICY
@@ -127,10 +134,30 @@ AGENT
 chmod +x "$WORK/agent.sh"
 "$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --parent /interlock-demo/agents -- "$WORK/agent.sh"
 
+say "an approval round trip: the agent's DELETE waits until a human approves it"
+cat >"$WORK/agent-delete.sh" <<AGENT
+#!/bin/bash
+PGPASSWORD=not-the-password psql -X -h 127.0.0.1 -p $PGPORT -U agent -d postgres -c "delete from orders where id = 5"
+AGENT
+chmod +x "$WORK/agent-delete.sh"
+"$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --parent /interlock-demo/agents -- "$WORK/agent-delete.sh" &
+AGENT_PID=$!
+ID=""
+for _ in $(seq 100); do
+	ID=$("$BIN" --config "$WORK/interlock.yaml" approvals list -o json 2>/dev/null | sed -n 's/^    "id": "\([0-9a-f]*\)".*/\1/p' | head -1)
+	[ -n "$ID" ] && break
+	sleep 0.1
+done
+"$BIN" --config "$WORK/interlock.yaml" approvals list
+echo "+ interlock approvals approve $ID --reason \"order 5 was a test\""
+"$BIN" --config "$WORK/interlock.yaml" approvals approve "$ID" --reason "order 5 was a test"
+wait $AGENT_PID
+echo "orders left: $(runuser -u postgres -- psql -X -At -h "$WORK" -p $PGPORT -d postgres -c 'select count(*) from orders')"
+
 say "what the engine saw"
-grep -E 'session (start|end)|statement blocked' "$WORK/interlock.log" | sed 's/^time=[^ ]* //'
+grep -E 'session (start|end)|statement blocked|approval (requested|decided)' "$WORK/interlock.log" | sed 's/^time=[^ ]* //'
 echo
 echo "the table is still there: $(runuser -u postgres -- psql -X -At -h "$WORK" -p $PGPORT -d postgres -c 'select count(*) from orders') rows"
 
 say "metrics"
-curl -s "http://$METRICS/metrics" | grep -E '^interlock_(connections_total|statements_total|kernel_verdicts_total\{verdict="(redirected|egress_denied|engine_port_denied)"\}|bytes_total)'
+curl -s "http://$METRICS/metrics" | grep -E '^interlock_(connections_total|statements_total|approval_decisions_total\{outcome="approved"\}|kernel_verdicts_total\{verdict="(redirected|egress_denied|engine_port_denied)"\}|bytes_total)'
