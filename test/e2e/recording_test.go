@@ -102,6 +102,30 @@ func TestRecordingReplayAfterRestart(t *testing.T) {
 	if out := auditVerify(t, e); !strings.Contains(out, "ok:") {
 		t.Errorf("audit verify: %s", out)
 	}
+
+	// --follow prints an open session until it ends.
+	live := harness.Command(t, e.analyst, "psql", "-X", "-d", e.dsn("127.0.0.1"), "-c", "select 'live'", "-c", "select pg_sleep(1.5)", "-c", "select 42")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	harness.WaitFor(5*time.Second, func() bool {
+		out, _ := e.d.CLI("sessions", "list", "--agent", "analyst", "-o", "json")
+		var ss []recording.SessionSummary
+		json.Unmarshal([]byte(out), &ss)
+		if len(ss) == 1 && ss[0].Ended == nil {
+			id = ss[0].ID
+		}
+		return id != ""
+	})
+	if id == "" {
+		t.Fatal("the live session is not listed as open")
+	}
+	followed, err := e.d.CLI("replay", "--follow", id)
+	live.Wait()
+	if err != nil || !strings.Contains(followed, "select pg_sleep($1)") || !strings.Contains(followed, "end: closed; 3 statements") {
+		t.Errorf("replay --follow: %v\n%s", err, followed)
+	}
 	if pk, err := e.d.CLI("audit", "pubkey"); err != nil || !strings.Contains(pk, "BEGIN PUBLIC KEY") {
 		t.Errorf("audit pubkey: %v\n%s", err, pk)
 	}
