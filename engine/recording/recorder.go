@@ -213,41 +213,61 @@ func (r *Recorder) run() {
 	if _, ok := r.cfg.Store.(rotator); ok {
 		r.retain()
 	}
-	batch := make([]*entry, 0, 64)
+	var (
+		batch   = make([]*entry, 0, 64)
+		waiters bool             // someone waits for the batch
+		linger  <-chan time.Time // set while the batch has only records nobody waits for
+	)
 	for {
-		var e *entry
-		var ok bool
 		select {
-		case e, ok = <-r.in:
-		case <-tick.C:
-			if r.uncovered > 0 && time.Since(r.uncoveredSince) >= r.cfg.CheckpointInterval {
-				r.commit(nil, true)
-				r.retain()
+		case e, ok := <-r.in:
+			if !ok {
+				r.commit(batch, r.uncovered+len(batch) > 0)
+				return
 			}
+			batch = append(batch, e)
+			waiters = waiters || e.done != nil
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case e, ok := <-r.in:
+					if !ok {
+						break drain // the next receive sees the close
+					}
+					batch = append(batch, e)
+					waiters = waiters || e.done != nil
+				default:
+					break drain
+				}
+			}
+			if !waiters && len(batch) < maxBatch {
+				// Results and other records nobody waits for do not
+				// start a sync of their own: they ride with the next
+				// statement's, or go after asyncLinger, so that a
+				// statement arriving meanwhile does not queue behind
+				// them.
+				if linger == nil {
+					linger = time.After(asyncLinger)
+				}
+				continue
+			}
+		case <-linger:
+		case <-tick.C:
+			if len(batch) == 0 && !(r.uncovered > 0 && time.Since(r.uncoveredSince) >= r.cfg.CheckpointInterval) {
+				continue
+			}
+			r.commit(batch, r.uncovered > 0 && time.Since(r.uncoveredSince) >= r.cfg.CheckpointInterval)
+			batch, waiters, linger = batch[:0], false, nil
+			r.retain()
 			continue
 		}
-		if !ok {
-			if r.uncovered > 0 {
-				r.commit(nil, true)
-			}
-			return
-		}
-		batch = append(batch[:0], e)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case e, ok := <-r.in:
-				if !ok {
-					break drain // the next receive sees the close
-				}
-				batch = append(batch, e)
-			default:
-				break drain
-			}
-		}
 		r.commit(batch, false)
+		batch, waiters, linger = batch[:0], false, nil
 	}
 }
+
+// asyncLinger is how long records nobody waits for may wait for a batch.
+const asyncLinger = 5 * time.Millisecond
 
 // commit writes one batch (and a checkpoint when one is due) with one
 // sync, then releases its waiters.
