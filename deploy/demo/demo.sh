@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: Interlock's main job end to end on this machine, as root.
 #
-#  1. starts a throwaway PostgreSQL on 127.0.0.1:55432,
+#  1. starts a throwaway PostgreSQL on 127.0.0.1:25432 (below the ephemeral port range, so no client socket holds it),
 #  2. starts `interlock run` attached to a demo cgroup subtree (not the whole
 #     host) with a private bpffs pin directory,
 #  3. runs a scripted "agent" under `interlock exec`: it connects with psql to
@@ -32,8 +32,8 @@ CG2=$(awk '$3=="cgroup2"{print $2; exit}' /proc/self/mounts)
 WORK=$(mktemp -d /tmp/interlock-demo.XXXXXX)
 DEMO_CG="$CG2/interlock-demo"
 BPFFS="$WORK/bpffs"
-PGPORT=55432
-METRICS=127.0.0.1:59464
+PGPORT=25432
+METRICS=127.0.0.1:29464
 chown postgres "$WORK"
 INTERLOCK_PID=
 
@@ -112,6 +112,11 @@ for _ in $(seq 50); do
 	"$BIN" --config "$WORK/interlock.yaml" status >/dev/null 2>&1 && grep -q "interlock running" "$WORK/interlock.log" && break
 	sleep 0.1
 done
+if ! grep -q "interlock running" "$WORK/interlock.log"; then
+	echo "interlock did not start:" >&2
+	cat "$WORK/interlock.log" >&2
+	exit 1
+fi
 "$BIN" --config "$WORK/interlock.yaml" status
 
 say "the agent connects to 127.0.0.1:$PGPORT with psql, unaware of Interlock (and with no valid password)"
@@ -158,6 +163,12 @@ say "what the engine saw"
 grep -E 'session (start|end)|statement blocked|approval (requested|decided)' "$WORK/interlock.log" | sed 's/^time=[^ ]* //'
 echo
 echo "the table is still there: $(runuser -u postgres -- psql -X -At -h "$WORK" -p $PGPORT -d postgres -c 'select count(*) from orders') rows"
+
+say "the tamper-evident recording"
+"$BIN" --config "$WORK/interlock.yaml" sessions list
+LAST=$("$BIN" --config "$WORK/interlock.yaml" sessions list -o json 2>/dev/null | sed -n 's/^ *"id": "\([0-9a-f]*\)".*/\1/p' | tail -1)
+[ -n "$LAST" ] && "$BIN" --config "$WORK/interlock.yaml" replay "$LAST"
+"$BIN" --config "$WORK/interlock.yaml" audit verify
 
 say "metrics"
 curl -s "http://$METRICS/metrics" | grep -E '^interlock_(connections_total|statements_total|approval_decisions_total\{outcome="approved"\}|kernel_verdicts_total\{verdict="(redirected|egress_denied|engine_port_denied)"\}|bytes_total)'
