@@ -14,7 +14,8 @@
 #  5. shows what the engine saw (agent, pid, executable, original destination,
 #     each statement's decision),
 #  6. shows that the same agent is refused a destination that is not a target,
-#  7. cleans everything up.
+#  7. lists the recorded sessions, replays the last one, verifies the log,
+#  8. cleans everything up.
 set -euo pipefail
 BIN=$(realpath "${1:-bin/interlock}")
 cd "$(dirname "$0")/../.."
