@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"net/url"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/interlockhq/interlock/engine/masking"
 )
 
 const defaultConfigPath = "/etc/interlock/interlock.yaml"
@@ -33,6 +37,8 @@ type Config struct {
 	Recording RecordingConfig `mapstructure:"recording"`
 	// Approvals: see ApprovalsConfig.
 	Approvals ApprovalsConfig `mapstructure:"approvals"`
+	// Masking: see MaskingConfig.
+	Masking MaskingConfig `mapstructure:"masking"`
 
 	file string // where it was loaded from, "" for defaults only
 }
@@ -99,6 +105,54 @@ type RecordingConfig struct {
 	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
 }
 
+// MaskingConfig configures the enforcement of mask decisions
+// (docs/masking.md).
+type MaskingConfig struct {
+	// KeyFile holds the hash masker's secret (at least 16 bytes). Empty:
+	// state_dir/masking.key, created with 32 random bytes at first start.
+	KeyFile string `mapstructure:"key_file"`
+}
+
+// maskingKeyBytes is the size of a generated masking key.
+const maskingKeyBytes = 32
+
+// LoadMaskingKey reads the masking key, creating the default one (0600 in
+// state_dir) when key_file is not set and it does not exist yet.
+func (c *Config) LoadMaskingKey() ([]byte, error) {
+	path := c.Masking.KeyFile
+	if path == "" {
+		path = filepath.Join(c.StateDir, "masking.key")
+		if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("masking.key_file: %w", err)
+		}
+		key := make([]byte, maskingKeyBytes)
+		rand.Read(key)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		switch {
+		case err == nil:
+			_, err = f.Write(key)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(path)
+				return nil, fmt.Errorf("masking.key_file: write %s: %w", path, err)
+			}
+			return key, nil
+		case !errors.Is(err, fs.ErrExist):
+			return nil, fmt.Errorf("masking.key_file: create %s: %w", path, err)
+		}
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("masking.key_file: %w", err)
+	}
+	if len(key) < masking.MinKeyLen {
+		return nil, fmt.Errorf("masking.key_file: %s holds %d bytes, need at least %d", path, len(key), masking.MinKeyLen)
+	}
+	return key, nil
+}
+
 var configDefaults = map[string]any{
 	"policy":                       "policy.yaml",
 	"state_dir":                    "/var/lib/interlock",
@@ -130,6 +184,8 @@ var configDefaults = map[string]any{
 	"recording.retention_size":      "0",
 	"recording.checkpoint_every":    1000,
 	"recording.checkpoint_interval": "10s",
+
+	"masking.key_file": "",
 
 	"approvals.enabled":          true,
 	"approvals.listen":           "",

@@ -169,3 +169,36 @@ func TestConfigApprovals(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigMaskingKey(t *testing.T) {
+	dir := t.TempDir()
+	c, err := LoadConfig(writeConfig(t, "policy: p.yaml\nstate_dir: "+dir+"/state\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := c.LoadMaskingKey()
+	if err != nil || len(key) != 32 {
+		t.Fatalf("generated key: %d bytes, %v", len(key), err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "state", "masking.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	again, err := c.LoadMaskingKey()
+	if err != nil || string(again) != string(key) {
+		t.Fatalf("key not stable across starts: %v", err)
+	}
+	// An explicit file is read, never created; short keys are refused.
+	c.Masking.KeyFile = filepath.Join(dir, "k")
+	if _, err := c.LoadMaskingKey(); err == nil || !strings.Contains(err.Error(), "masking.key_file") {
+		t.Fatalf("missing key file: %v", err)
+	}
+	os.WriteFile(c.Masking.KeyFile, []byte("short"), 0o600)
+	if _, err := c.LoadMaskingKey(); err == nil || !strings.Contains(err.Error(), "masking.key_file") {
+		t.Fatalf("short key: %v", err)
+	}
+	os.WriteFile(c.Masking.KeyFile, []byte("0123456789abcdef0123"), 0o600)
+	if k, err := c.LoadMaskingKey(); err != nil || string(k) != "0123456789abcdef0123" {
+		t.Fatalf("explicit key: %q %v", k, err)
+	}
+}

@@ -197,6 +197,12 @@ func newPostgresHandler(cfg *Config, store *policy.Store, reg prometheus.Registe
 	if err != nil {
 		return nil, fmt.Errorf("postgres.tls_cert: %w", err)
 	}
+	// Mask decisions are enforced with the deployment's hash key
+	// (docs/masking.md).
+	maskKey, err := cfg.LoadMaskingKey()
+	if err != nil {
+		return nil, err
+	}
 	return postgres.NewHandler(postgres.Config{
 		Policy:           store.Current,
 		Classifier:       postgres.NewClassifier(cfg.Postgres.ClassifierCache),
@@ -205,6 +211,7 @@ func newPostgresHandler(cfg *Config, store *policy.Store, reg prometheus.Registe
 		HandshakeTimeout: cfg.Postgres.HandshakeTimeout,
 		IdleTimeout:      cfg.Postgres.IdleTimeout,
 		Observer:         observer,
+		Masking:          &postgres.MaskingConfig{Key: maskKey, Metrics: postgres.NewMaskMetrics(reg)},
 		Metrics:          postgres.NewMetrics(reg),
 		Log:              log,
 	})

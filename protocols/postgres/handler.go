@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -38,8 +39,10 @@ type Config struct {
 	// Observer receives the session's events (statement decisions, results)
 	// for recording, masking and approvals. Nil: none.
 	Observer Observer
-	Metrics  *Metrics
-	Log      *slog.Logger
+	// Masking enforces mask decisions; nil refuses them.
+	Masking *MaskingConfig
+	Metrics *Metrics
+	Log     *slog.Logger
 }
 
 // CheckAndSetDefaults validates c and fills in defaults.
@@ -72,6 +75,7 @@ func (c *Config) CheckAndSetDefaults() error {
 type Handler struct {
 	cfg     Config
 	cancels *cancelRegistry
+	maskers sync.Map // *policy.MaskSpec → *masking.Masker
 }
 
 // NewHandler builds a handler.

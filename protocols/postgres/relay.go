@@ -22,7 +22,7 @@ func (ss *session) serverLoop() error {
 		body    []byte
 		relayed int64 // bytes not yet accounted: metrics are updated per batch, not per row
 	)
-	defer func() { ss.s.AddBytes(engine.DirTargetToClient, relayed) }()
+	defer func() { ss.s.AddBytes(engine.DirTargetToClient, relayed); ss.flushCounts() }()
 	for {
 		if r.Buffered() == 0 {
 			ss.s.AddBytes(engine.DirTargetToClient, relayed)
@@ -44,6 +44,32 @@ func (ss *session) serverLoop() error {
 			return fmt.Errorf("server sent a message of negative length")
 		}
 		relayed += int64(5 + n)
+		if ss.ms != nil {
+			act, e := ss.ms.step(typ)
+			if act != actRelay {
+				if cap(body) < 5+n {
+					body = make([]byte, 5+n)
+				}
+				body = body[:5+n]
+				if _, err := io.ReadFull(r, body); err != nil {
+					return err
+				}
+				out, err := ss.maskMessage(act, e, body)
+				if err != nil {
+					return err
+				}
+				if out == nil {
+					continue
+				}
+				w.mu.Lock()
+				_, err = w.w.Write(out)
+				w.mu.Unlock()
+				if err != nil {
+					return fmt.Errorf("write to agent: %w", err)
+				}
+				continue
+			}
+		}
 		switch typ {
 		case 'Z', 'C', 'E':
 			if cap(body) < 5+n {
@@ -80,6 +106,7 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 	body := msg[5:]
 	switch typ {
 	case 'Z':
+		ss.flushCounts()
 		if len(body) == 1 {
 			ss.txStatus.Store(uint32(body[0]))
 			ss.h.cfg.Observer.ReadyForQuery(ss.s, body[0])
@@ -102,7 +129,37 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 			ss.h.cfg.Observer.ServerError(ss.s, mine)
 			return mine.Encode(nil)
 		}
+		if ss.ms != nil && ss.ms.maskFields(&e) {
+			// Values in the server's error (a key's value in a
+			// unique violation) are masked like the rows.
+			ss.h.cfg.Observer.ServerError(ss.s, &e)
+			return e.Encode(nil)
+		}
 		ss.h.cfg.Observer.ServerError(ss.s, &e)
+	}
+	return msg, nil
+}
+
+// maskMessage handles a message the masking state wants to see (msg holds
+// the type byte, the length and the body); nil means drop it.
+func (ss *session) maskMessage(act maskAction, e *expect, msg []byte) ([]byte, error) {
+	switch act {
+	case actSwallow:
+		return nil, nil
+	case actRowDesc:
+		if err := ss.ms.rowDescription(e, msg[5:]); err != nil {
+			return nil, err
+		}
+		if e.swallow {
+			return nil, nil
+		}
+		return msg, nil
+	case actRow:
+		return ss.ms.maskRow(e, msg)
+	case actNotice:
+		return ss.ms.maskNotice(msg)
+	case actNotify:
+		return ss.ms.maskNotify(msg)
 	}
 	return msg, nil
 }

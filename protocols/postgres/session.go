@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/interlockhq/interlock/engine"
+	"github.com/interlockhq/interlock/engine/masking"
 	"github.com/interlockhq/interlock/engine/policy"
 )
 
@@ -56,10 +57,16 @@ type session struct {
 	// clientLoop only.
 	prepared map[string]policy.Operation // SQL-level PREPARE name → operation
 	parsed   map[string]parsedStmt       // protocol-level statement name → state
+	nextMask *masking.Masker             // the mask of the Query being forwarded
+
+	// ms tracks which request each server message answers and the masks
+	// that apply; nil when masking is not configured (rows always raw).
+	ms *maskState
 }
 
 type parsedStmt struct {
 	blocked *pgproto3.ErrorResponse
+	mask    *masking.Masker // masks the results of its portals
 }
 
 func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
@@ -72,6 +79,9 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 		pending:  map[string]*pgproto3.ErrorResponse{},
 		prepared: map[string]policy.Operation{},
 		parsed:   map[string]parsedStmt{},
+	}
+	if h.cfg.Masking != nil {
+		ss.ms = newMaskState()
 	}
 	ss.txStatus.Store(uint32(up.txStatus))
 	return ss
@@ -139,7 +149,14 @@ func (ss *session) clientLoop(ctx context.Context) error {
 				delete(ss.parsed, m.Name)
 			}
 			err = ss.forward(m)
-		case *pgproto3.Describe, *pgproto3.Execute, *pgproto3.CopyData:
+		case *pgproto3.Execute:
+			if ss.ms != nil {
+				err = ss.beforeExecute(m)
+			}
+			if err == nil {
+				err = ss.forward(m)
+			}
+		case *pgproto3.Describe, *pgproto3.CopyData:
 			err = ss.forward(m)
 		case *pgproto3.Sync:
 			ss.inFlight.Add(1)
@@ -190,8 +207,18 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// forward encodes msg onto the upstream buffer.
+// forward encodes msg onto the upstream buffer and, when masking is on,
+// records the answer it expects.
 func (ss *session) forward(msg pgproto3.FrontendMessage) error {
+	if ss.ms != nil {
+		ss.expectFor(msg, ss.nextMask)
+		ss.nextMask = nil
+	}
+	return ss.write(msg)
+}
+
+// write encodes msg onto the upstream buffer.
+func (ss *session) write(msg pgproto3.FrontendMessage) error {
 	var err error
 	ss.buf, err = msg.Encode(ss.buf[:0])
 	if err != nil {

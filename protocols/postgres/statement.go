@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/interlockhq/interlock/engine/masking"
 	"github.com/interlockhq/interlock/engine/policy"
 )
 
@@ -24,6 +25,9 @@ const (
 type decision struct {
 	refuse    *pgproto3.ErrorResponse
 	terminate *Terminate // an observer ends the session
+	// mask masks the results of the forwarded statements (the union of
+	// their masks), nil when none applies.
+	mask *masking.Masker
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -67,6 +71,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		op.Attrs.InTransaction = inTx
 		d := pol.Decide(&op)
 		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
+		if ds[i].refuse == nil {
+			ds[i].refuse = ss.maskRefusal(&op, &d)
+		}
 		if name, ok := pinnedSetting(&op); ok && ds[i].refuse == nil {
 			// The classification of every later statement depends on these
 			// settings keeping the values the engine pinned at startup, so
@@ -105,6 +112,20 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		} else {
 			ss.s.Log.Debug("statement decided", "path", path, "verdict", ds[i].d.Verdict, "rule", ds[i].d.RuleID, "forwarded", out.refuse == nil)
 		}
+	}
+	if out.refuse == nil && ss.ms != nil {
+		var specs []*policy.MaskSpec
+		for i := range ds {
+			if spec := ds[i].d.Mask(); spec != nil {
+				specs = append(specs, spec)
+			}
+		}
+		m, err := ss.maskOf(specs)
+		if err != nil {
+			ss.s.Log.Error("masking: cannot build the masker; refusing the statement", "error", err)
+			return decision{refuse: refusal("the results must be masked, and the masker could not be built (internal error)", "")}, cl
+		}
+		out.mask = m
 	}
 	if out.refuse == nil {
 		// Only statements that will run change the session's prepared
@@ -150,16 +171,29 @@ func (ss *session) verdict(d *policy.Decision) *pgproto3.ErrorResponse {
 		return refusal(d.Reason(), d.RuleID)
 	case policy.VerdictApprove:
 		if ss.h.cfg.Observer.Handles(d) {
+			if d.Mask() != nil && ss.ms == nil {
+				return refusal("the results must be masked (rule "+d.RuleID+"), and masking is not enabled in this engine", d.RuleID)
+			}
 			return nil
 		}
 		return refusal("the statement needs a human approval (rule "+d.RuleID+"), and approvals are not enabled in this engine", d.RuleID)
 	case policy.VerdictMask:
-		if ss.h.cfg.Observer.Handles(d) {
+		if ss.ms != nil || ss.h.cfg.Observer.Handles(d) {
 			return nil
 		}
 		return refusal("the results must be masked (rule "+d.RuleID+"), and masking is not enabled in this engine", d.RuleID)
 	}
 	return refusal("unknown verdict", d.RuleID)
+}
+
+// maskRefusal refuses what a mask cannot cover: COPY TO STDOUT of masked
+// results (its rows are not masked by this relay yet; binary COPY never can
+// be).
+func (ss *session) maskRefusal(op *policy.Operation, d *policy.Decision) *pgproto3.ErrorResponse {
+	if d.Mask() == nil || op.Action != policy.ActionCopyToStdout {
+		return nil
+	}
+	return refusal("COPY TO STDOUT of results that must be masked (rule "+d.RuleID+") is not supported; use SELECT", d.RuleID)
 }
 
 // refusal is the error an agent gets for a blocked statement: SQLSTATE
@@ -208,6 +242,7 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 		// If any statement is refused, none is forwarded.
 		return ss.forward(&pgproto3.Query{String: ss.block(d.refuse)})
 	}
+	ss.nextMask = d.mask
 	return ss.forward(m)
 }
 
@@ -220,7 +255,7 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
 		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
 	}
-	ss.parsed[m.Name] = parsedStmt{}
+	ss.parsed[m.Name] = parsedStmt{mask: d.mask}
 	return ss.forward(m)
 }
 
@@ -228,7 +263,12 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 // never created it, but an unnamed statement's predecessor might still
 // exist there, so the Bind is pointed at a name that cannot.
 func (ss *session) bind(m *pgproto3.Bind) error {
-	if p, ok := ss.parsed[m.PreparedStatement]; ok && p.blocked != nil {
+	p, ok := ss.parsed[m.PreparedStatement]
+	if ss.ms != nil {
+		// The portal's results are masked like its statement's.
+		ss.ms.portals[m.DestinationPortal] = &portal{mask: p.mask}
+	}
+	if ok && p.blocked != nil {
 		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
 	}
 	return ss.forward(m)
