@@ -353,6 +353,9 @@ func newEnv(b *testing.B) *env {
 	e.up = startUpstream(b)
 	// Started from home, so the daemon runs outside the attach point.
 	e.d = harness.NewDaemon(b, e.cg.Root, harness.PinDir(b), policyFor(e.up.addr))
+	// These benchmarks measure the redirect and the relay; what recording
+	// costs is measured on its own (BenchmarkRecordingPgbench).
+	e.d.AppendConfig("recording:\n  store: none\n")
 	e.d.Start()
 	if out, err := e.d.CLI("label", e.agent, agentName); err != nil {
 		b.Fatalf("interlock label: %v\n%s", err, out)
