@@ -93,7 +93,10 @@ func (h *Handler) startup(s *engine.Session, conn net.Conn) (*clientConn, *pgpro
 }
 
 func newClientConn(conn net.Conn, maxMsg int) *clientConn {
-	w := &lockedWriter{w: bufio.NewWriterSize(conn, 32<<10)}
+	// The wrapper hides the connection's ReadFrom: bufio would otherwise
+	// hand every io.CopyN of a server message straight to the socket while
+	// its buffer is empty, one write(2) per row.
+	w := &lockedWriter{w: bufio.NewWriterSize(struct{ io.Writer }{conn}, 32<<10)}
 	be := pgproto3.NewBackend(bufio.NewReaderSize(conn, 32<<10), w.w)
 	be.SetMaxBodyLen(maxMsg)
 	return &clientConn{conn: conn, be: be, w: w}
