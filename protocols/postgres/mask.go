@@ -123,11 +123,19 @@ type expect struct {
 	portal  *portal // Describe portal, Execute
 	swallow bool    // an injected Describe: the agent never sees its answer
 	plans   []masking.Plan
+
+	// COPY … TO STDOUT: the Query's COPY statements in order (Execute:
+	// its portal's), and the one in progress.
+	copies    []*copyOut
+	copying   *copyOut
+	copyPlans []masking.Plan
+	header    bool // the next CopyData is the CSV header
 }
 
 // portal is a bound portal whose results may need masking.
 type portal struct {
 	mask      *masking.Masker
+	copy      *copyOut       // a masked COPY … TO STDOUT
 	described bool           // the agent described it after the Bind (client loop)
 	plans     []masking.Plan // from the answer to Describe (server loop)
 }
@@ -200,11 +208,11 @@ func (ss *session) maskOf(specs []*policy.MaskSpec) (*masking.Masker, error) {
 
 // expectFor records the answer a forwarded message will get (client loop,
 // before the message is written upstream).
-func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker) {
+func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker, copies []*copyOut) {
 	ms := ss.ms
 	switch m := msg.(type) {
 	case *pgproto3.Query:
-		ms.push(&expect{kind: 'Q', mask: mask})
+		ms.push(&expect{kind: 'Q', mask: mask, copies: copies})
 	case *pgproto3.Parse:
 		ms.push(&expect{kind: 'P'})
 	case *pgproto3.Bind:
@@ -222,6 +230,9 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker)
 		e := &expect{kind: 'E'}
 		if p := ms.portals[m.Portal]; p != nil {
 			e.portal, e.mask = p, p.mask
+			if p.copy != nil {
+				e.copies = []*copyOut{p.copy}
+			}
 		}
 		ms.push(e)
 	case *pgproto3.Close:
@@ -261,6 +272,8 @@ const (
 	actRow                       // read, mask, forward
 	actNotice                    // read, mask the fields, forward
 	actNotify                    // read, mask the payload, forward
+	actCopyOut                   // CopyOutResponse: read, plan, forward
+	actCopyRow                   // CopyData of a masked COPY: read, mask, forward
 )
 
 // step advances the expected-answer state for a server message of type typ
@@ -301,6 +314,16 @@ func (ms *maskState) step(typ byte) (maskAction, *expect) {
 		if e.mask != nil || (e.portal != nil && e.portal.mask != nil) {
 			act = actRowDesc
 		}
+	case 'H':
+		if e.mask != nil {
+			act = actCopyOut
+		}
+	case 'd':
+		if e.copyPlans != nil {
+			act = actCopyRow
+		}
+	case 'c', 'C', 'E':
+		e.copying, e.copyPlans, e.header = nil, nil, false
 	}
 	switch e.kind {
 	case 'Q':
@@ -343,6 +366,52 @@ func (ms *maskState) step(typ byte) (maskAction, *expect) {
 		}
 	}
 	return act, e
+}
+
+// copyOutResponse starts a masked COPY … TO STDOUT: the next COPY
+// statement of the request says the format and columns.
+func (ms *maskState) copyOutResponse(e *expect, body []byte) error {
+	var h pgproto3.CopyOutResponse
+	if err := h.Decode(body); err != nil {
+		return fmt.Errorf("decode CopyOutResponse: %w", err)
+	}
+	if h.OverallFormat != 0 {
+		return errors.New("masking: binary COPY in a masked request")
+	}
+	if len(e.copies) == 0 {
+		return errors.New("masking: a COPY the relay did not see in a masked request")
+	}
+	co := e.copies[0]
+	e.copies = e.copies[1:]
+	plans, err := copyPlans(e.mask, co, len(h.ColumnFormatCodes))
+	if err != nil {
+		return err
+	}
+	e.copying, e.copyPlans, e.header = co, plans, co.header
+	return nil
+}
+
+// maskCopyRow masks one CopyData row of a masked COPY.
+func (ms *maskState) maskCopyRow(e *expect, msg []byte) ([]byte, error) {
+	if e.header {
+		e.header = false
+		return msg, nil
+	}
+	line := msg[5:]
+	out, c, err := e.mask.MaskCopyLine(ms.val[:0], &e.copying.format, e.copyPlans, line)
+	if err != nil {
+		return nil, fmt.Errorf("masking: COPY row: %w", err)
+	}
+	ms.counts.Add(&c)
+	if len(out) == len(line) && (len(out) == 0 || &out[0] == &line[0]) {
+		return msg, nil
+	}
+	ms.val = out[:0]
+	row := append(ms.row[:0], 'd', 0, 0, 0, 0)
+	row = append(row, out...)
+	binary.BigEndian.PutUint32(row[1:], uint32(len(row)-1))
+	ms.row = row
+	return row, nil
 }
 
 // rowDescription builds the plans of a masked request from its

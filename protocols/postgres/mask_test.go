@@ -81,6 +81,17 @@ func customerRow() *pgproto3.DataRow {
 	return &pgproto3.DataRow{Values: [][]byte{[]byte("7"), []byte("alice@example.com"), []byte("123-45-6789"), []byte("card 4111 1111 1111 1111, not 4111 1111 1111 1112"), nil}[:4]}
 }
 
+// serverSendAsync is serverSend for a goroutine: errors fail the test
+// without stopping it there.
+func (ps *pipeSession) serverSendAsync(t testing.TB, msgs ...pgproto3.BackendMessage) {
+	for _, m := range msgs {
+		ps.serverBE.Send(m)
+	}
+	if err := ps.serverBE.Flush(); err != nil {
+		t.Error(err)
+	}
+}
+
 func binaryFields(fs []pgproto3.FieldDescription) []pgproto3.FieldDescription {
 	out := append([]pgproto3.FieldDescription(nil), fs...)
 	for i := range out {
@@ -278,11 +289,59 @@ func TestMaskErrorsAndNotifications(t *testing.T) {
 	}
 }
 
-func TestMaskCopyToStdoutRefused(t *testing.T) {
+// TestMaskCopyOut: COPY … TO STDOUT rows of a masked request are masked by
+// the COPY's format and column list; what cannot be masked is refused.
+func TestMaskCopyOut(t *testing.T) {
 	ps := newMaskPipeSession(t, &MaskingConfig{})
-	ps.send(t, &pgproto3.Query{String: "copy customers to stdout"})
-	if q := ps.serverReceive(t).(*pgproto3.Query).String; !strings.HasPrefix(q, "interlock_blocked_") {
-		t.Fatalf("masked COPY forwarded: %q", q)
+	for _, q := range []string{
+		"copy customers to stdout",                             // columns unknown, the mask has column rules
+		"copy (select * from customers) to stdout",             // the same
+		"copy customers (id, email) to stdout (format binary)", // binary
+	} {
+		ps.send(t, &pgproto3.Query{String: q})
+		if got := ps.serverReceive(t).(*pgproto3.Query).String; !strings.HasPrefix(got, "interlock_blocked_") {
+			t.Fatalf("%q forwarded: %q", q, got)
+		}
+	}
+	ps.send(t,
+		&pgproto3.Query{String: "copy customers (id, email, ssn, note) to stdout with (format csv, header)"},
+		&pgproto3.Query{String: "copy customers (id, email, ssn, note) to stdout"})
+	for range 2 {
+		ps.serverReceive(t)
+	}
+	// The three refusals first. net.Pipe does not buffer: the server side
+	// writes while the agent side reads.
+	cols := []uint16{0, 0, 0, 0}
+	go ps.serverSendAsync(t,
+		&pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: "syntax error"}, &pgproto3.ReadyForQuery{TxStatus: 'I'},
+		&pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: "syntax error"}, &pgproto3.ReadyForQuery{TxStatus: 'I'},
+		&pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: "syntax error"}, &pgproto3.ReadyForQuery{TxStatus: 'I'},
+		&pgproto3.CopyOutResponse{ColumnFormatCodes: cols},
+		&pgproto3.CopyData{Data: []byte("id,email,ssn,note\n")},
+		&pgproto3.CopyData{Data: []byte("7,alice@example.com,123-45-6789,\"card 4111 1111 1111 1111, not 4111 1111 1111 1112\"\n")},
+		&pgproto3.CopyDone{}, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'},
+		&pgproto3.CopyOutResponse{ColumnFormatCodes: cols},
+		&pgproto3.CopyData{Data: []byte("7\talice@example.com\t123-45-6789\tcard 4111 1111 1111 1111\\nline two\n")},
+		&pgproto3.CopyDone{}, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	var lines []string
+	for {
+		m := ps.agentReceive(t)
+		if d, ok := m.(*pgproto3.CopyData); ok {
+			lines = append(lines, string(d.Data))
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok && len(lines) == 3 {
+			break
+		}
+	}
+	want := []string{
+		"id,email,ssn,note\n",
+		"7,****@example.com,[REDACTED:ssn],\"card [REDACTED:card], not 4111 1111 1111 1112\"\n",
+		"7\t****@example.com\t[REDACTED:ssn]\tcard [REDACTED:card]\\nline two\n",
+	}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("COPY line %d = %q, want %q", i, lines[i], want[i])
+		}
 	}
 }
 

@@ -160,6 +160,13 @@ func (ss *session) maskMessage(act maskAction, e *expect, msg []byte) ([]byte, e
 		return ss.ms.maskNotice(msg)
 	case actNotify:
 		return ss.ms.maskNotify(msg)
+	case actCopyOut:
+		if err := ss.ms.copyOutResponse(e, msg[5:]); err != nil {
+			return nil, err
+		}
+		return msg, nil
+	case actCopyRow:
+		return ss.ms.maskCopyRow(e, msg)
 	}
 	return msg, nil
 }

@@ -55,9 +55,10 @@ type session struct {
 	inFlight atomic.Int64
 
 	// clientLoop only.
-	prepared map[string]policy.Operation // SQL-level PREPARE name → operation
-	parsed   map[string]parsedStmt       // protocol-level statement name → state
-	nextMask *masking.Masker             // the mask of the Query being forwarded
+	prepared   map[string]policy.Operation // SQL-level PREPARE name → operation
+	parsed     map[string]parsedStmt       // protocol-level statement name → state
+	nextMask   *masking.Masker             // the mask of the Query being forwarded
+	nextCopies []*copyOut                  // and its COPY … TO STDOUT statements
 
 	// ms tracks which request each server message answers and the masks
 	// that apply; nil when masking is not configured (rows always raw).
@@ -67,6 +68,7 @@ type session struct {
 type parsedStmt struct {
 	blocked *pgproto3.ErrorResponse
 	mask    *masking.Masker // masks the results of its portals
+	copy    *copyOut        // a masked COPY … TO STDOUT
 }
 
 func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
@@ -211,8 +213,8 @@ func isTimeout(err error) bool {
 // records the answer it expects.
 func (ss *session) forward(msg pgproto3.FrontendMessage) error {
 	if ss.ms != nil {
-		ss.expectFor(msg, ss.nextMask)
-		ss.nextMask = nil
+		ss.expectFor(msg, ss.nextMask, ss.nextCopies)
+		ss.nextMask, ss.nextCopies = nil, nil
 	}
 	return ss.write(msg)
 }

@@ -26,8 +26,10 @@ type decision struct {
 	refuse    *pgproto3.ErrorResponse
 	terminate *Terminate // an observer ends the session
 	// mask masks the results of the forwarded statements (the union of
-	// their masks), nil when none applies.
-	mask *masking.Masker
+	// their masks), nil when none applies; copies are its COPY … TO
+	// STDOUT statements, in order.
+	mask   *masking.Masker
+	copies []*copyOut
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -71,9 +73,6 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		op.Attrs.InTransaction = inTx
 		d := pol.Decide(&op)
 		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
-		if ds[i].refuse == nil {
-			ds[i].refuse = ss.maskRefusal(&op, &d)
-		}
 		if name, ok := pinnedSetting(&op); ok && ds[i].refuse == nil {
 			// The classification of every later statement depends on these
 			// settings keeping the values the engine pinned at startup, so
@@ -88,6 +87,44 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			inTx = true
 		case TxCommit, TxRollback, TxPrepare:
 			inTx = st.TxControl.Chain
+		}
+	}
+	// Masks: the union of the statements' masks applies to all of the
+	// request's results; what it cannot cover is refused before the
+	// observer hears the fate.
+	var (
+		mask   *masking.Masker
+		specs  []*policy.MaskSpec
+		copies []*copyOut
+	)
+	if ss.ms != nil && out.refuse == nil {
+		var spec *policy.MaskSpec
+		for i := range ds {
+			if s := ds[i].d.Mask(); s != nil {
+				specs = append(specs, s)
+				spec = mergeSpecs(spec, s)
+			}
+		}
+		if spec != nil {
+			m, err := ss.h.masker(spec)
+			if err != nil {
+				ss.s.Log.Error("masking: cannot build the masker; refusing the statement", "error", err)
+				return decision{refuse: refusal("the results must be masked, and the masker could not be built (internal error)", "")}, cl
+			}
+			mask = m
+			for i := range ds {
+				if ds[i].op.Action != policy.ActionCopyToStdout {
+					continue
+				}
+				co, refuse := ss.copyCheck(cl.Statements[i].Text, m, &ds[i].d)
+				if refuse != nil {
+					ds[i].refuse = refuse
+					if out.refuse == nil {
+						out.refuse = refuse
+					}
+				}
+				copies = append(copies, co)
+			}
 		}
 	}
 	// The observer hears every statement with its final fate, before
@@ -113,19 +150,11 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			ss.s.Log.Debug("statement decided", "path", path, "verdict", ds[i].d.Verdict, "rule", ds[i].d.RuleID, "forwarded", out.refuse == nil)
 		}
 	}
-	if out.refuse == nil && ss.ms != nil {
-		var specs []*policy.MaskSpec
-		for i := range ds {
-			if spec := ds[i].d.Mask(); spec != nil {
-				specs = append(specs, spec)
-			}
+	if out.refuse == nil && mask != nil {
+		for _, spec := range specs {
+			ss.noteMask(spec)
 		}
-		m, err := ss.maskOf(specs)
-		if err != nil {
-			ss.s.Log.Error("masking: cannot build the masker; refusing the statement", "error", err)
-			return decision{refuse: refusal("the results must be masked, and the masker could not be built (internal error)", "")}, cl
-		}
-		out.mask = m
+		out.mask, out.copies = mask, copies
 	}
 	if out.refuse == nil {
 		// Only statements that will run change the session's prepared
@@ -186,14 +215,22 @@ func (ss *session) verdict(d *policy.Decision) *pgproto3.ErrorResponse {
 	return refusal("unknown verdict", d.RuleID)
 }
 
-// maskRefusal refuses what a mask cannot cover: COPY TO STDOUT of masked
-// results (its rows are not masked by this relay yet; binary COPY never can
-// be).
-func (ss *session) maskRefusal(op *policy.Operation, d *policy.Decision) *pgproto3.ErrorResponse {
-	if d.Mask() == nil || op.Action != policy.ActionCopyToStdout {
-		return nil
+// copyCheck reads a COPY … TO STDOUT whose rows must be masked. Binary
+// COPY cannot be masked, and neither can columns the relay cannot name when
+// the mask has column rules (COPY t without a column list, COPY (query)):
+// those are refused.
+func (ss *session) copyCheck(sql string, m *masking.Masker, d *policy.Decision) (*copyOut, *pgproto3.ErrorResponse) {
+	co, binary, err := parseCopyOut(sql)
+	switch {
+	case binary:
+		return nil, refusal("binary COPY of results that must be masked is not supported; use text or CSV", d.RuleID)
+	case err != nil:
+		ss.s.Log.Warn("masking: COPY options not understood; refusing", "error", err)
+		return nil, refusal("the COPY options could not be read, and its results must be masked", d.RuleID)
+	case co.cols == nil && len(m.Spec().Columns) > 0:
+		return nil, refusal("COPY of results with masked columns must list its columns (COPY t (a, b) TO STDOUT)", d.RuleID)
 	}
-	return refusal("COPY TO STDOUT of results that must be masked (rule "+d.RuleID+") is not supported; use SELECT", d.RuleID)
+	return co, nil
 }
 
 // refusal is the error an agent gets for a blocked statement: SQLSTATE
@@ -242,7 +279,7 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 		// If any statement is refused, none is forwarded.
 		return ss.forward(&pgproto3.Query{String: ss.block(d.refuse)})
 	}
-	ss.nextMask = d.mask
+	ss.nextMask, ss.nextCopies = d.mask, d.copies
 	return ss.forward(m)
 }
 
@@ -255,7 +292,11 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
 		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
 	}
-	ss.parsed[m.Name] = parsedStmt{mask: d.mask}
+	ps := parsedStmt{mask: d.mask}
+	if len(d.copies) > 0 {
+		ps.copy = d.copies[0]
+	}
+	ss.parsed[m.Name] = ps
 	return ss.forward(m)
 }
 
@@ -266,7 +307,7 @@ func (ss *session) bind(m *pgproto3.Bind) error {
 	p, ok := ss.parsed[m.PreparedStatement]
 	if ss.ms != nil {
 		// The portal's results are masked like its statement's.
-		ss.ms.portals[m.DestinationPortal] = &portal{mask: p.mask}
+		ss.ms.portals[m.DestinationPortal] = &portal{mask: p.mask, copy: p.copy}
 	}
 	if ok && p.blocked != nil {
 		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
