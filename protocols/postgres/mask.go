@@ -110,6 +110,7 @@ type maskState struct {
 	portals map[string]*portal
 
 	// server loop only.
+	cat    *catalog // nil: output names only (tests without a target)
 	cur    *expect
 	counts masking.Counts
 	row    []byte
@@ -383,7 +384,7 @@ func (ms *maskState) copyOutResponse(e *expect, body []byte) error {
 	}
 	co := e.copies[0]
 	e.copies = e.copies[1:]
-	plans, err := copyPlans(e.mask, co, len(h.ColumnFormatCodes))
+	plans, err := ms.copyPlans(e.mask, co, len(h.ColumnFormatCodes))
 	if err != nil {
 		return err
 	}
@@ -415,11 +416,12 @@ func (ms *maskState) maskCopyRow(e *expect, msg []byte) ([]byte, error) {
 }
 
 // rowDescription builds the plans of a masked request from its
-// RowDescription. The catalog is not consulted yet: a column is named
-// "..<output name>", an empty schema and table, so that patterns naming the
-// column alone or with wildcard schema and table segments ("email",
-// "*.ssn", "*.*.card_*") apply, while patterns that name a table
-// ("customers.email") do not (docs/masking.md).
+// RowDescription. A column that traces back to a table is named
+// "schema.table.column" from the catalog; others (expressions), and all of
+// them when the catalog cannot be read, by "..<output name>": an empty
+// schema and table, so that patterns naming the column alone or with
+// wildcard schema and table segments ("email", "*.ssn") apply, and patterns
+// naming a table ("customers.email") do not (docs/masking.md).
 func (ms *maskState) rowDescription(e *expect, body []byte) error {
 	var rd pgproto3.RowDescription
 	if err := rd.Decode(body); err != nil {
@@ -434,7 +436,11 @@ func (ms *maskState) rowDescription(e *expect, body []byte) error {
 	}
 	cols := make([]masking.Column, len(rd.Fields))
 	for i, f := range rd.Fields {
-		cols[i] = masking.Column{Name: ".." + string(f.Name), TypeOID: f.DataTypeOID, Binary: f.Format == 1}
+		name, ok := ms.cat.column(f.TableOID, int16(f.TableAttributeNumber))
+		if !ok {
+			name = ".." + string(f.Name)
+		}
+		cols[i] = masking.Column{Name: name, TypeOID: f.DataTypeOID, Binary: f.Format == 1}
 	}
 	plans := m.Plan(cols)
 	if e.kind == 'D' {

@@ -15,6 +15,7 @@ type copyOut struct {
 	format masking.CopyFormat
 	header bool     // CSV HEADER: the first row holds column names
 	cols   []string // the column list; nil when not written (COPY t, COPY (query))
+	rel    string   // the table, as a quoted regclass literal; "" for COPY (query)
 }
 
 // parseCopyOut reads the options of a COPY … TO STDOUT statement. binary
@@ -29,6 +30,12 @@ func parseCopyOut(sql string) (co *copyOut, binary bool, err error) {
 	}
 	cs := tree.Stmts[0].Stmt.GetCopyStmt()
 	co = &copyOut{format: masking.TextCopy()}
+	if r := cs.GetRelation(); r != nil {
+		co.rel = regclassIdent(r.GetRelname())
+		if r.GetSchemaname() != "" {
+			co.rel = regclassIdent(r.GetSchemaname()) + "." + co.rel
+		}
+	}
 	for _, n := range cs.GetAttlist() {
 		co.cols = append(co.cols, n.GetString_().GetSval())
 	}
@@ -102,6 +109,8 @@ func defString(n *pg_query.Node) string {
 	return ""
 }
 
+func regclassIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
 func isFalse(s string) bool {
 	switch strings.ToLower(s) {
 	case "false", "off", "0", "no":
@@ -111,19 +120,48 @@ func isFalse(s string) bool {
 }
 
 // copyPlans builds the plans for the n columns of a CopyOutResponse.
-// Columns are named "..<name>" like RowDescription columns; unnamed ones
-// (COPY t, COPY (query)) get detectors only, which the statement was
-// allowed for only when the mask has no column rules (see copyCheck).
-func copyPlans(m *masking.Masker, co *copyOut, n int) ([]masking.Plan, error) {
-	if co.cols != nil && len(co.cols) != n {
-		return nil, fmt.Errorf("masking: COPY names %d columns, the server sends %d", len(co.cols), n)
+// Columns of COPY t [(cols)] are named "schema.table.column" from the
+// catalog (all of the table's columns when none are listed); when the
+// catalog cannot say, listed columns are named "..<name>" like unresolved
+// RowDescription columns. Unnamed columns (COPY (query)) get detectors only,
+// which the statement was allowed for only when the mask has no column
+// rules (see copyCheck).
+func (ms *maskState) copyPlans(m *masking.Masker, co *copyOut, n int) ([]masking.Plan, error) {
+	names := make([]string, n)
+	switch {
+	case co.rel != "":
+		tbl, cols, ok := ms.cat.relation(co.rel)
+		switch {
+		case ok && co.cols == nil:
+			if len(cols) != n {
+				return nil, fmt.Errorf("masking: COPY of %s: the catalog has %d columns, the server sends %d", co.rel, len(cols), n)
+			}
+			for i := range names {
+				names[i] = tbl + "." + cols[i]
+			}
+		case co.cols == nil:
+			if len(m.Spec().Columns) > 0 {
+				return nil, fmt.Errorf("masking: COPY of %s: the columns are unknown (catalog unavailable) and the mask has column rules", co.rel)
+			}
+		default:
+			if len(co.cols) != n {
+				return nil, fmt.Errorf("masking: COPY names %d columns, the server sends %d", len(co.cols), n)
+			}
+			prefix := ".."
+			if ok {
+				prefix = tbl + "."
+			}
+			for i := range names {
+				names[i] = prefix + co.cols[i]
+			}
+		}
+	case co.cols != nil:
+		return nil, fmt.Errorf("masking: COPY (query) with a column list")
 	}
 	cols := make([]masking.Column, n)
 	for i := range cols {
-		cols[i].TypeOID = masking.OIDText // COPY output is text; no column type to keep valid
-		if co.cols != nil {
-			cols[i].Name = ".." + co.cols[i]
-		}
+		// COPY output is text; there is no column type to keep valid.
+		cols[i] = masking.Column{Name: names[i], TypeOID: masking.OIDText}
 	}
 	return m.Plan(cols), nil
 }

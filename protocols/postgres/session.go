@@ -84,6 +84,9 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	}
 	if h.cfg.Masking != nil {
 		ss.ms = newMaskState()
+		if up.database != "" {
+			ss.ms.cat = &catalog{ss: ss, tables: map[uint32]*catTable{}}
+		}
 	}
 	ss.txStatus.Store(uint32(up.txStatus))
 	return ss
@@ -91,6 +94,9 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 
 func (ss *session) close() {
 	ss.up.conn.Close()
+	if ss.ms != nil {
+		ss.ms.cat.close()
+	}
 	ss.h.cancels.unregister(ss.up.key)
 }
 

@@ -217,8 +217,8 @@ func (ss *session) verdict(d *policy.Decision) *pgproto3.ErrorResponse {
 
 // copyCheck reads a COPY … TO STDOUT whose rows must be masked. Binary
 // COPY cannot be masked, and neither can columns the relay cannot name when
-// the mask has column rules (COPY t without a column list, COPY (query)):
-// those are refused.
+// the mask has column rules (COPY (query); COPY t without a column list
+// when there is no catalog to ask): those are refused.
 func (ss *session) copyCheck(sql string, m *masking.Masker, d *policy.Decision) (*copyOut, *pgproto3.ErrorResponse) {
 	co, binary, err := parseCopyOut(sql)
 	switch {
@@ -227,7 +227,9 @@ func (ss *session) copyCheck(sql string, m *masking.Masker, d *policy.Decision) 
 	case err != nil:
 		ss.s.Log.Warn("masking: COPY options not understood; refusing", "error", err)
 		return nil, refusal("the COPY options could not be read, and its results must be masked", d.RuleID)
-	case co.cols == nil && len(m.Spec().Columns) > 0:
+	case co.rel == "" && len(m.Spec().Columns) > 0:
+		return nil, refusal("COPY (query) TO STDOUT of results with masked columns is not supported; use SELECT or COPY table (columns) TO STDOUT", d.RuleID)
+	case co.cols == nil && ss.ms.cat == nil && len(m.Spec().Columns) > 0:
 		return nil, refusal("COPY of results with masked columns must list its columns (COPY t (a, b) TO STDOUT)", d.RuleID)
 	}
 	return co, nil

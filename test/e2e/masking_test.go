@@ -12,7 +12,7 @@ import (
 )
 
 const maskSchema = `
-create table customers (id int primary key, email text not null unique, card text, ssn text, iban text, phone text, token text, note text);
+create table customers (id int primary key, email text not null unique, card text, ssn text, iban text, phone text, token text, note text, nickname text default 'ali');
 insert into customers values
   (1, 'alice@example.com', '4111 1111 1111 1111', '123-45-6789', 'DE89 3704 0044 0532 0130 00', '+1 (555) 123-4567', 'ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA', 'invalid card 4111 1111 1111 1112, write to bob@example.org'),
   (2, 'carol@example.net', '5500-0000-0000-0004', '234-56-7890', 'GB82 WEST 1234 5698 7654 32', '+44 20 7946 0958', 'xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx', 'nothing to see');
@@ -46,7 +46,7 @@ roles:
         tables: [public.customers]
         decision: mask
         mask:
-          columns: {"*.ssn": redact, phone: partial}
+          columns: {"*.ssn": redact, "customers.phone": partial, "public.customers.nickname": hash}
           detectors: [email, card, iban, api_token, ssn]
 `, port, pwFile)
 }
@@ -115,6 +115,13 @@ func TestMaskingThroughRealClients(t *testing.T) {
 		}
 	}
 
+	// Column rules naming the table apply through the catalog, whatever
+	// the output column is called; an expression is not a table column.
+	out, err = psqlIn(t, e.analyst, e.agentDSN(), "-At", "-c", "select phone as p, nickname as n, upper(nickname) as u from customers where id = 1")
+	if err != nil || !strings.HasPrefix(out, "+* (***) ***-**67|h:") || !strings.HasSuffix(strings.TrimSpace(out), "|ALI") {
+		t.Errorf("table-qualified column rules: %v\n%s", err, out)
+	}
+
 	direct, err := psqlIn(t, e.plain, e.pg.DSN("127.0.0.1"), "-c", q)
 	if err != nil || !strings.Contains(direct, "alice@example.com") || !strings.Contains(direct, "123-45-6789") {
 		t.Errorf("a non-agent process does not see the raw values: %v\n%s", err, direct)
@@ -146,22 +153,35 @@ func TestMaskingThroughRealClients(t *testing.T) {
 		t.Errorf("unique violation through Interlock:\n%s", out)
 	}
 
-	// COPY TO STDOUT: masked by its column list and format; without a
-	// column list the relay cannot apply the column rules, and refuses.
+	// COPY TO STDOUT: masked by its format and its table's columns from the
+	// catalog; COPY (query) has no table columns to apply the rules to, and
+	// is refused.
 	for _, c := range []string{
 		`\copy customers (id, email, card, ssn, iban, phone, token, note) to stdout`,
-		`\copy customers (id, email, card, ssn, iban, phone, token, note) to stdout with (format csv, header)`,
+		`\copy customers to stdout with (format csv, header)`,
+		`\copy public.customers (note, phone, email) to stdout with (format csv, delimiter '|')`,
 	} {
 		out, err := psqlIn(t, e.analyst, e.agentDSN(), "-c", c)
 		if err != nil {
 			t.Errorf("%s: %v\n%s", c, err, out)
 			continue
 		}
-		checkMasked(t, c, out)
+		for _, raw := range maskRaw {
+			if strings.Contains(out, raw) {
+				t.Errorf("%s: the agent saw %q:\n%s", c, raw, out)
+			}
+		}
+		if !strings.Contains(out, "4111 1111 1111 1112") || !strings.Contains(out, "[REDACTED:email]") || !strings.Contains(out, "+* (***) ***-**67") {
+			t.Errorf("%s:\n%s", c, out)
+		}
 	}
-	out, _ = psqlIn(t, e.analyst, e.agentDSN(), "-c", `\copy customers to stdout`)
-	if strings.Contains(out, "alice@example.com") || !strings.Contains(out, "must list its columns") {
-		t.Errorf("COPY without a column list:\n%s", out)
+	out, _ = psqlIn(t, e.analyst, e.agentDSN(), "-c", `\copy (select * from customers) to stdout`)
+	if strings.Contains(out, "alice@example.com") || !strings.Contains(out, "not supported") {
+		t.Errorf("COPY (query):\n%s", out)
+	}
+	out, _ = psqlIn(t, e.analyst, e.agentDSN(), "-c", `\copy customers to stdout (format binary)`)
+	if strings.Contains(out, "alice@example.com") || !strings.Contains(out, "binary COPY") {
+		t.Errorf("binary COPY:\n%s", out)
 	}
 
 	if n := e.d.Metric("interlock_masked_values_total", `agent="analyst"`, `detector="email"`); n < 1 {
