@@ -267,14 +267,15 @@ func (ss *session) beforeExecute(m *pgproto3.Execute) error {
 type maskAction uint8
 
 const (
-	actRelay   maskAction = iota // as without masking
-	actSwallow                   // read and drop (answers to injected messages)
-	actRowDesc                   // read, build the plans, forward
-	actRow                       // read, mask, forward
-	actNotice                    // read, mask the fields, forward
-	actNotify                    // read, mask the payload, forward
-	actCopyOut                   // CopyOutResponse: read, plan, forward
-	actCopyRow                   // CopyData of a masked COPY: read, mask, forward
+	actRelay     maskAction = iota // as without masking
+	actSwallow                     // read and drop (answers to injected messages)
+	actRowDesc                     // read, build the plans, forward
+	actRow                         // read, mask, forward
+	actNotice                      // read, mask the fields, forward
+	actNotify                      // read, mask the payload, forward
+	actCopyOut                     // CopyOutResponse: read, plan, forward
+	actCopyRow                     // CopyData of a masked COPY: read, mask, forward
+	actViolation                   // rows that answer no query in a masked session: end it
 )
 
 // step advances the expected-answer state for a server message of type typ
@@ -300,10 +301,14 @@ func (ms *maskState) step(typ byte) (maskAction, *expect) {
 		e = ms.pop()
 		ms.cur = e
 	}
-	if e == nil {
-		// Nothing expected (a FATAL error, or a server that is out of
-		// step): relay; no request carries a mask.
-		return actRelay, nil
+	if e == nil || (typ == 'D' || typ == 'd') && e.kind != 'Q' && e.kind != 'E' {
+		if (typ == 'D' || typ == 'd') && ms.any.Load() != nil {
+			// Rows that answer no query: the server is out of step
+			// with the queue, and the mask could be the wrong one.
+			return actViolation, nil
+		}
+		// Nothing expected (a FATAL error): relay.
+		return actRelay, e
 	}
 	act := actRelay
 	switch typ {

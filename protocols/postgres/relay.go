@@ -167,6 +167,8 @@ func (ss *session) maskMessage(act maskAction, e *expect, msg []byte) ([]byte, e
 		return msg, nil
 	case actCopyRow:
 		return ss.ms.maskCopyRow(e, msg)
+	case actViolation:
+		return nil, fmt.Errorf("masking: the server sent %q answering no query", msg[0])
 	}
 	return msg, nil
 }
