@@ -24,6 +24,8 @@ func FuzzMaskedServerStream(f *testing.F) {
 	f.Add(encode(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "23505", Detail: "Key (email)=(a@b.co) already exists."},
 		&pgproto3.NotificationResponse{Channel: "c", Payload: `{"email":"a@b.co"}`}, &pgproto3.NoticeResponse{Message: "a@b.co"},
 		&pgproto3.ReadyForQuery{TxStatus: 'I'}, &pgproto3.ParseComplete{}, &pgproto3.ErrorResponse{Message: "x"}, &pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	f.Add([]byte{})
+	f.Add([]byte("Z\x00\x00\x00\x05I"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ps := newMaskPipeSession(t, &MaskingConfig{})
 		ps.send(t,

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -44,6 +45,11 @@ func (ss *session) serverLoop() error {
 			return fmt.Errorf("server sent a message of negative length")
 		}
 		relayed += int64(5 + n)
+		if n > maxDecodedServerMessage && strings.IndexByte("ZCETNAH", typ) >= 0 || n > maxServerRow {
+			// Only messages the relay decodes are read whole; a broken
+			// length must not make it allocate gigabytes.
+			return fmt.Errorf("server sent a %q message of %d bytes", typ, n)
+		}
 		if ss.ms != nil {
 			act, e := ss.ms.step(typ)
 			if act != actRelay {
@@ -99,6 +105,14 @@ func (ss *session) serverLoop() error {
 		}
 	}
 }
+
+// Bounds on the server messages the relay reads whole: rows (masked
+// DataRow and CopyData) can be as large as PostgreSQL allows (1 GiB), the
+// others are small.
+const (
+	maxDecodedServerMessage = 64 << 20
+	maxServerRow            = 1<<30 + 1<<20
+)
 
 // serverMessage looks at one decoded-worthy message (msg holds the type
 // byte, the length and the body) and returns the bytes for the agent.
