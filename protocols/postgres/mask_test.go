@@ -27,7 +27,7 @@ roles:
     rules:
       - {id: read, actions: [read], tables: ["public.orders"], decision: allow}
       - {id: mask-customers, actions: [read, insert], tables: ["public.customers"], decision: mask, mask: {columns: {email: partial, "*.ssn": redact}, detectors: [card, email]}}
-      - {id: session, actions: [transaction, listen], decision: allow}
+      - {id: session, actions: [transaction, listen, fetch], decision: allow}
 `
 
 // newMaskPipeSession is newPipeSession with maskPolicy and masking on.
@@ -363,4 +363,24 @@ func TestMaskRowMismatchEndsSession(t *testing.T) {
 			t.Fatalf("mismatched row reached the agent: %q", d.Values)
 		}
 	}
+}
+
+// TestMaskCursorFetch: rows of a cursor declared for a masked query arrive
+// by FETCH, which the policy allows on its own; they are masked too.
+func TestMaskCursorFetch(t *testing.T) {
+	ps := newMaskPipeSession(t, &MaskingConfig{})
+	ps.send(t, &pgproto3.Query{String: "begin; declare c cursor for select * from customers"})
+	if q := ps.serverReceive(t).(*pgproto3.Query).String; strings.HasPrefix(q, "interlock_blocked_") {
+		t.Fatalf("declare refused: %q", q)
+	}
+	ps.serverSend(t, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.CommandComplete{CommandTag: []byte("DECLARE CURSOR")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
+	wantTypes(t, ps, "CommandComplete", "CommandComplete", "ReadyForQuery")
+	ps.send(t, &pgproto3.Query{String: "fetch 10 from c"})
+	if q := ps.serverReceive(t).(*pgproto3.Query).String; q != "fetch 10 from c" {
+		t.Fatalf("fetch forwarded as %q", q)
+	}
+	go ps.serverSendAsync(t, &pgproto3.RowDescription{Fields: customerFields}, customerRow(),
+		&pgproto3.CommandComplete{CommandTag: []byte("FETCH 1")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
+	ms := wantTypes(t, ps, "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	wantMaskedRow(t, ms[1], "7")
 }

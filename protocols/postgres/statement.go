@@ -105,6 +105,15 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 				spec = mergeSpecs(spec, s)
 			}
 		}
+		for i := range ds {
+			if ds[i].op.Action == policy.ActionFetch && ss.ms.union != nil {
+				// A cursor's rows arrive by FETCH, decided without the
+				// query it was declared for: apply every mask the
+				// session has been under.
+				spec = mergeSpecs(spec, ss.ms.union)
+				break
+			}
+		}
 		if spec != nil {
 			m, err := ss.h.masker(spec)
 			if err != nil {
