@@ -178,7 +178,8 @@ func (ms *maskState) skipToSync() {
 	ms.cur = nil
 }
 
-// masked notes a mask the session is now subject to (client loop).
+// noteMask notes a mask the session is now subject to (client loop): errors,
+// notices, notifications and FETCHes get the union of all of them.
 func (ss *session) noteMask(spec *policy.MaskSpec) {
 	ms := ss.ms
 	if spec == nil || ms.seen[spec] {
@@ -192,19 +193,6 @@ func (ss *session) noteMask(spec *policy.MaskSpec) {
 		return
 	}
 	ms.any.Store(m)
-}
-
-// maskOf returns the masker for the forwarded statements of a decision.
-func (ss *session) maskOf(specs []*policy.MaskSpec) (*masking.Masker, error) {
-	var spec *policy.MaskSpec
-	for _, s := range specs {
-		spec = mergeSpecs(spec, s)
-		ss.noteMask(s)
-	}
-	if spec == nil {
-		return nil, nil
-	}
-	return ss.h.masker(spec)
 }
 
 // expectFor records the answer a forwarded message will get (client loop,
