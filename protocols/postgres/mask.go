@@ -141,6 +141,20 @@ type portal struct {
 	plans     []masking.Plan // from the answer to Describe (server loop)
 }
 
+// maxPortals bounds the portal table: portals end with their transaction,
+// which the client loop does not follow, so the table is cleared when it
+// fills; an Execute of a portal no longer in it gets the session's union of
+// masks.
+const maxPortals = 4096
+
+// bindPortal records the mask of a portal being bound (client loop).
+func (ms *maskState) bindPortal(name string, p *portal) {
+	if len(ms.portals) >= maxPortals {
+		clear(ms.portals)
+	}
+	ms.portals[name] = p
+}
+
 func newMaskState() *maskState {
 	return &maskState{seen: map[*policy.MaskSpec]bool{}, portals: map[string]*portal{}}
 }
@@ -241,6 +255,14 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker,
 // and the agent never sees it.
 func (ss *session) beforeExecute(m *pgproto3.Execute) error {
 	p := ss.ms.portals[m.Portal]
+	if p == nil {
+		if any := ss.ms.any.Load(); any != nil {
+			// A portal the table no longer holds (see maxPortals): it
+			// gets every mask the session has been under.
+			p = &portal{mask: any}
+			ss.ms.portals[m.Portal] = p
+		}
+	}
 	if p == nil || p.mask == nil || p.described {
 		return nil
 	}

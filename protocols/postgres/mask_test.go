@@ -3,6 +3,7 @@ package postgres
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -383,4 +384,45 @@ func TestMaskCursorFetch(t *testing.T) {
 		&pgproto3.CommandComplete{CommandTag: []byte("FETCH 1")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
 	ms := wantTypes(t, ps, "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
 	wantMaskedRow(t, ms[1], "7")
+}
+
+// TestMaskPortalTableBounded: when the portal table is cleared, a masked
+// portal bound before still gets a mask at its Execute.
+func TestMaskPortalTableBounded(t *testing.T) {
+	ps := newMaskPipeSession(t, &MaskingConfig{})
+	// The server side reads while the agent sends: the pipes do not buffer.
+	go func() {
+		for {
+			m, err := ps.serverBE.Receive()
+			if err != nil {
+				return
+			}
+			if _, ok := m.(*pgproto3.Sync); ok {
+				msgs := []pgproto3.BackendMessage{&pgproto3.ParseComplete{}, &pgproto3.ParseComplete{}}
+				for range maxPortals + 1 {
+					msgs = append(msgs, &pgproto3.BindComplete{})
+				}
+				msgs = append(msgs, &pgproto3.RowDescription{Fields: customerFields}, customerRow(), &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+				ps.serverSendAsync(t, msgs...)
+				return
+			}
+		}
+	}()
+	ps.send(t, &pgproto3.Parse{Name: "c", Query: "select * from customers"}, &pgproto3.Parse{Name: "o", Query: "select * from orders"},
+		&pgproto3.Bind{DestinationPortal: "keep", PreparedStatement: "c"})
+	for i := range maxPortals {
+		ps.send(t, &pgproto3.Bind{DestinationPortal: fmt.Sprint("p", i), PreparedStatement: "o"})
+	}
+	ps.send(t, &pgproto3.Execute{Portal: "keep"}, &pgproto3.Sync{})
+	for {
+		m := ps.agentReceive(t)
+		if d, ok := m.(*pgproto3.DataRow); ok {
+			c := &pgproto3.DataRow{}
+			for _, v := range d.Values {
+				c.Values = append(c.Values, append([]byte(nil), v...))
+			}
+			wantMaskedRow(t, c, "7")
+			return
+		}
+	}
 }

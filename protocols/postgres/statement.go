@@ -318,7 +318,7 @@ func (ss *session) bind(m *pgproto3.Bind) error {
 	p, ok := ss.parsed[m.PreparedStatement]
 	if ss.ms != nil {
 		// The portal's results are masked like its statement's.
-		ss.ms.portals[m.DestinationPortal] = &portal{mask: p.mask, copy: p.copy}
+		ss.ms.bindPortal(m.DestinationPortal, &portal{mask: p.mask, copy: p.copy})
 	}
 	if ok && p.blocked != nil {
 		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
