@@ -30,6 +30,7 @@ type cancelTarget struct {
 	secret    []byte
 	secretKey []byte // the agent-side secret, compared in constant time
 	sess      *engine.Session
+	hold      func() // cancels the statement held for an approval, if any
 }
 
 // cancelRegistry maps agent-side keys to upstream backends.
@@ -58,6 +59,16 @@ func (r *cancelRegistry) register(s *engine.Session, up *upstream) cancelKey {
 	}
 }
 
+// setHold registers (or with nil clears) the function that cancels the
+// statement the session holds.
+func (r *cancelRegistry) setHold(k cancelKey, fn func()) {
+	r.mu.Lock()
+	if t, ok := r.m[k.pid]; ok {
+		t.hold = fn
+	}
+	r.mu.Unlock()
+}
+
 func (r *cancelRegistry) unregister(k cancelKey) {
 	r.mu.Lock()
 	delete(r.m, k.pid)
@@ -70,9 +81,19 @@ func (r *cancelRegistry) unregister(k cancelKey) {
 func (r *cancelRegistry) cancel(s *engine.Session, req *pgproto3.CancelRequest) {
 	r.mu.Lock()
 	t, ok := r.m[req.ProcessID]
+	var hold func()
+	if ok {
+		hold = t.hold
+	}
 	r.mu.Unlock()
 	if !ok || subtle.ConstantTimeCompare(t.secretKey, req.SecretKey) != 1 || t.agent != s.Identity.Agent {
 		s.Log.Warn("ignored cancel request with an unknown key", "pid", req.ProcessID)
+		return
+	}
+	if hold != nil {
+		// The statement is still held: it has not reached the server.
+		hold()
+		t.sess.Log.Info("held statement cancelled at the agent's request")
 		return
 	}
 	if err := sendCancel(s, t.dst, t.pid, t.secret); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ rules:
 `
 
 type pipeSession struct {
+	policy   *atomic.Pointer[policy.Policy] // swap to simulate a reload
 	ss       *session
 	agent    net.Conn // the test's end of the agent connection
 	server   net.Conn // the test's end of the upstream connection
@@ -55,7 +57,9 @@ func newPipeSessionWith(t testing.TB, cfg Config) *pipeSession {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Policy = func() *policy.Policy { return pol }
+	var current atomic.Pointer[policy.Policy]
+	current.Store(pol)
+	cfg.Policy = current.Load
 	cfg.MaxMessageSize = 4096
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	h, err := NewHandler(cfg)
@@ -69,8 +73,9 @@ func newPipeSessionWith(t testing.TB, cfg Config) *pipeSession {
 	target, _ := pol.Target("db")
 	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: 'I', params: map[string]string{}}
 	ps := &pipeSession{
-		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
-		agent: agentEnd, server: serverEnd,
+		policy: &current,
+		ss:     newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
+		agent:  agentEnd, server: serverEnd,
 		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
 		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),
 		done:     make(chan error, 1),
@@ -277,5 +282,25 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "08P01") {
 		t.Errorf("agent got %q, want a FATAL protocol error", b)
+	}
+}
+
+// TestPreparedStatementRedecidedAfterReload: a statement prepared under
+// one policy is decided again at its next Bind once the policy changed.
+func TestPreparedStatementRedecidedAfterReload(t *testing.T) {
+	ps := newPipeSession(t)
+	ps.send(t, &pgproto3.Parse{Name: "s1", Query: "select * from orders"}, &pgproto3.Sync{})
+	if p := ps.serverReceive(t).(*pgproto3.Parse); p.Query != "select * from orders" {
+		t.Fatalf("parse forwarded as %q", p.Query)
+	}
+	ps.serverReceive(t) // Sync
+	stricter, err := policy.Parse("unit.yaml", []byte(strings.Replace(unitPolicy, "{id: read, actions: [read], tables: [\"public.*\"], decision: allow}", "{id: read, actions: [read], tables: [\"other.*\"], decision: allow}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.policy.Store(stricter)
+	ps.send(t, &pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	if b := ps.serverReceive(t).(*pgproto3.Bind); !strings.HasPrefix(b.PreparedStatement, "interlock_blocked_") {
+		t.Fatalf("bind after a stricter reload forwarded as %#v", b)
 	}
 }

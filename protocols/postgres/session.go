@@ -69,6 +69,11 @@ type parsedStmt struct {
 	blocked *pgproto3.ErrorResponse
 	mask    *masking.Masker // masks the results of its portals
 	copy    *copyOut        // a masked COPY … TO STDOUT
+	// query and pol let a Bind re-decide the statement when the policy was
+	// reloaded since the Parse: a long-lived prepared statement must not
+	// keep the permissions of an old policy.
+	query string
+	pol   *policy.Policy
 }
 
 func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
@@ -151,7 +156,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Parse:
 			err = ss.parse(ctx, m)
 		case *pgproto3.Bind:
-			err = ss.bind(m)
+			err = ss.bind(ctx, m)
 		case *pgproto3.Close:
 			if m.ObjectType == 'S' {
 				delete(ss.parsed, m.Name)

@@ -141,7 +141,16 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	for i := range ds {
 		st := &cl.Statements[i]
 		ev := StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil, Notify: ss.notice}
-		if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
+		dctx, done := ctx, func() {}
+		if ds[i].d.Verdict == policy.VerdictApprove && ev.Forwarded {
+			dctx, done = ss.holdContext(ctx)
+		}
+		err := ss.h.cfg.Observer.Decided(dctx, ss.s, &ev)
+		if cause := context.Cause(dctx); err != nil && cause == errAgentCancel {
+			err = &Refusal{Code: "57014", Message: "canceling statement due to user request (it was waiting for an approval)"}
+		}
+		done()
+		if err != nil {
 			if t, ok := errors.AsType[*Terminate](err); ok {
 				ss.s.Log.Warn("session terminated by the observer", "error", err)
 				return decision{terminate: t}, cl
@@ -295,6 +304,7 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 }
 
 func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
+	pol := ss.h.cfg.Policy()
 	d, _ := ss.decide(ctx, m.Query, PathExtended)
 	if d.terminate != nil {
 		return ss.terminate(d.terminate)
@@ -303,19 +313,50 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
 		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
 	}
-	ps := parsedStmt{mask: d.mask}
+	ss.parsed[m.Name] = parsedFrom(d, m.Query, pol)
+	return ss.forward(m)
+}
+
+func parsedFrom(d decision, query string, pol *policy.Policy) parsedStmt {
+	ps := parsedStmt{mask: d.mask, query: query, pol: pol}
 	if len(d.copies) > 0 {
 		ps.copy = d.copies[0]
 	}
-	ss.parsed[m.Name] = ps
-	return ss.forward(m)
+	return ps
+}
+
+// redecide checks a prepared statement again under the policy in force,
+// when it was parsed under an older one.
+func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (parsedStmt, error) {
+	pol := ss.h.cfg.Policy()
+	if p.blocked != nil || p.pol == nil || p.pol == pol {
+		return p, nil
+	}
+	ss.s.Log.Info("policy reloaded since the statement was prepared; deciding it again", "statement", name)
+	d, _ := ss.decide(ctx, p.query, PathExtended)
+	if d.terminate != nil {
+		return p, ss.terminate(d.terminate)
+	}
+	if d.refuse != nil {
+		p = parsedStmt{blocked: d.refuse}
+	} else {
+		p = parsedFrom(d, p.query, pol)
+	}
+	ss.parsed[name] = p
+	return p, nil
 }
 
 // bind refuses to bind a statement whose Parse was blocked: the server
 // never created it, but an unnamed statement's predecessor might still
 // exist there, so the Bind is pointed at a name that cannot.
-func (ss *session) bind(m *pgproto3.Bind) error {
+func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	p, ok := ss.parsed[m.PreparedStatement]
+	if ok {
+		var err error
+		if p, err = ss.redecide(ctx, m.PreparedStatement, p); err != nil {
+			return err
+		}
+	}
 	if ss.ms != nil {
 		// The portal's results are masked like its statement's.
 		ss.ms.bindPortal(m.DestinationPortal, &portal{mask: p.mask, copy: p.copy})
