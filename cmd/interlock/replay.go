@@ -139,6 +139,9 @@ func (p *replayPrinter) print(r *recording.Record) {
 			} else if ev.Rows != nil {
 				what += fmt.Sprintf(" (%d rows)", *ev.Rows)
 			}
+			if ev.Masked > 0 {
+				what += fmt.Sprintf(", %d values masked", ev.Masked)
+			}
 		}
 		fmt.Fprintf(p.w, "%s    ↳ %-5s %s\n", off, n, strings.TrimSpace(what))
 	case recording.TypeSessionEnd:

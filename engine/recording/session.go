@@ -19,6 +19,7 @@ type SessionLog struct {
 	mu      sync.Mutex
 	n       int       // statements so far
 	pending []pending // statements waiting for their result, oldest first
+	masked  int64     // values masked in the result being relayed
 }
 
 type pending struct {
@@ -114,8 +115,20 @@ func (l *SessionLog) Completed(res *Result) {
 		res.N = l.pending[0].n
 		l.pending = l.pending[1:]
 	}
+	if res.Masked == 0 {
+		res.Masked, l.masked = l.masked, 0
+	}
 	l.mu.Unlock()
 	l.r.Enqueue(TypeResult, l.ID, res)
+}
+
+// Masked notes how many values the masking stage rewrote in the result
+// about to complete; the next Completed records the count (never the
+// values).
+func (l *SessionLog) Masked(n int64) {
+	l.mu.Lock()
+	l.masked += n
+	l.mu.Unlock()
 }
 
 // Failed records an error as the result of the oldest statement waiting

@@ -113,8 +113,11 @@ type maskState struct {
 	cat    *catalog // nil: output names only (tests without a target)
 	cur    *expect
 	counts masking.Counts
-	row    []byte
-	val    []byte
+	// resultBase is counts.Total() at the last CommandComplete, so that
+	// each result is told only its own masked values.
+	resultBase int
+	row        []byte
+	val        []byte
 }
 
 // expect is a request the server has yet to answer.
@@ -598,4 +601,5 @@ func (ss *session) flushCounts() {
 	}
 	ss.h.cfg.Masking.Metrics.add(ss.s.Identity.Agent, ss.target.Name, &ms.counts)
 	ms.counts = masking.Counts{}
+	ms.resultBase = 0
 }

@@ -75,3 +75,10 @@ func (nopObserver) Handles(*policy.Decision) bool                               
 func (nopObserver) CommandComplete(*engine.Session, []byte)                         {}
 func (nopObserver) ServerError(*engine.Session, *pgproto3.ErrorResponse)            {}
 func (nopObserver) ReadyForQuery(*engine.Session, byte)                             {}
+
+// MaskedCounter is implemented by observers that record how many values
+// the masking stage rewrote in a result (the recording stage). The relay
+// calls it just before CommandComplete, with the count for that result.
+type MaskedCounter interface {
+	Masked(s *engine.Session, n int64)
+}

@@ -54,3 +54,12 @@ func (os Observers) ReadyForQuery(s *engine.Session, txStatus byte) {
 		o.ReadyForQuery(s, txStatus)
 	}
 }
+
+// Masked implements MaskedCounter for the observers that do.
+func (os Observers) Masked(s *engine.Session, n int64) {
+	for _, o := range os {
+		if mc, ok := o.(MaskedCounter); ok {
+			mc.Masked(s, n)
+		}
+	}
+}

@@ -69,6 +69,14 @@ func (o *Recorder) CommandComplete(s *engine.Session, tag []byte) {
 	}
 }
 
+// Masked implements MaskedCounter: the count goes into the next result
+// record.
+func (o *Recorder) Masked(s *engine.Session, n int64) {
+	if l, err := o.rec.Session(s); err == nil {
+		l.Masked(n)
+	}
+}
+
 // ServerError implements Observer.
 func (o *Recorder) ServerError(s *engine.Session, e *pgproto3.ErrorResponse) {
 	if l, err := o.rec.Session(s); err == nil {

@@ -131,6 +131,15 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 		if len(tag) > 0 && tag[len(tag)-1] == 0 {
 			tag = tag[:len(tag)-1]
 		}
+		if ss.ms != nil {
+			total := ss.ms.counts.Total()
+			if n := total - ss.ms.resultBase; n > 0 {
+				if mc, ok := ss.h.cfg.Observer.(MaskedCounter); ok {
+					mc.Masked(ss.s, int64(n))
+				}
+			}
+			ss.ms.resultBase = total
+		}
 		ss.h.cfg.Observer.CommandComplete(ss.s, tag)
 	case 'E':
 		var e pgproto3.ErrorResponse

@@ -109,6 +109,10 @@ func TestMaskingThroughRealClients(t *testing.T) {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
 	checkMasked(t, "psql", out)
+	// The recording keeps how many values were masked, never the values.
+	if exp, err := e.d.CLI("audit", "export", "--format", "jsonl"); err != nil || !strings.Contains(exp, `"masked":`) || strings.Contains(exp, "alice@example.com") {
+		t.Errorf("recording of a masked result: %v (want a masked count and no raw value)\n%.2000s", err, exp)
+	}
 	for _, want := range []string{"[REDACTED:email]", "[REDACTED:card]", "[REDACTED:ssn]", "[REDACTED:iban]", "[REDACTED:api_token]"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("psql: no %s in\n%s", want, out)
