@@ -392,3 +392,35 @@ func TestDecideNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestMasksFor(t *testing.T) {
+	const src = `version: 1
+targets:
+  - {name: db, protocol: postgres, address: "127.0.0.1:5432", auth: passthrough}
+  - {name: other, protocol: postgres, address: "127.0.0.1:5433", auth: passthrough}
+agents:
+  - {name: a, roles: [analyst]}
+  - {name: b, roles: [writer]}
+roles:
+  - name: analyst
+    rules:
+      - {id: m-analyst, targets: [db], actions: [read], tables: [public.customers], decision: mask, mask: {columns: {email: redact}}}
+  - name: writer
+rules:
+  - {id: m-global, targets: [db], actions: [read], decision: mask, mask: {detectors: [card]}}
+`
+	p, err := Parse("p.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := p.MasksFor("a", "db")
+	if m == nil || len(m.RuleIDs) != 2 {
+		t.Fatalf("analyst on db: %+v, want both mask rules", m)
+	}
+	if m := p.MasksFor("b", "db"); m == nil || len(m.RuleIDs) != 1 || m.RuleIDs[0] != "m-global" {
+		t.Errorf("writer on db: %+v, want the global rule only", m)
+	}
+	if m := p.MasksFor("a", "other"); m != nil {
+		t.Errorf("analyst on another target: %+v, want none", m)
+	}
+}

@@ -218,3 +218,22 @@ func (p *Policy) mergeMasks(bits maskBits) *MaskSpec {
 	v, _ := p.maskCache.LoadOrStore(bits, spec)
 	return v.(*MaskSpec)
 }
+
+// MasksFor returns every mask rule that can apply to the agent on the
+// target, merged, whatever objects a statement touches (nil: none). The
+// relay masks values that answer no statement — notification payloads,
+// asynchronous notices — with it, so that an agent that only LISTENs still
+// sees masked payloads.
+func (p *Policy) MasksFor(agent, target string) *MaskSpec {
+	roles := p.AgentRoles(agent)
+	var bits maskBits
+	for i, r := range p.maskRules {
+		if !r.appliesTo(target) {
+			continue
+		}
+		if r.role == "" || contains(roles, r.role) {
+			bits.set(i)
+		}
+	}
+	return p.mergeMasks(bits)
+}

@@ -92,6 +92,9 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 		if up.database != "" {
 			ss.ms.cat = &catalog{ss: ss, tables: map[uint32]*catTable{}}
 		}
+		// Values that answer no statement (notification payloads) are
+		// masked from the start with every mask the agent can get here.
+		ss.noteMask(h.cfg.Policy().MasksFor(s.Identity.Agent, t.Name))
 	}
 	ss.txStatus.Store(uint32(up.txStatus))
 	return ss
