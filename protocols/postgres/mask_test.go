@@ -1,21 +1,12 @@
 package postgres
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/interlockhq/interlock/engine"
-	"github.com/interlockhq/interlock/engine/policy"
 )
 
 const maskPolicy = `version: 1
@@ -34,41 +25,7 @@ roles:
 // newMaskPipeSession is newPipeSession with maskPolicy and masking on.
 func newMaskPipeSession(t testing.TB, masking *MaskingConfig) *pipeSession {
 	t.Helper()
-	pol, err := policy.Parse("mask.yaml", []byte(maskPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := NewHandler(Config{
-		Policy: func() *policy.Policy { return pol }, MaxMessageSize: 4096, Masking: masking,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentEnd, engineClient := net.Pipe()
-	serverEnd, engineUp := net.Pipe()
-	s := engine.NewSession(engine.Identity{Agent: "analyst", Target: "db", Protocol: "postgres",
-		OrigDst: netip.MustParseAddrPort("127.0.0.1:5432")}, h.cfg.Log)
-	target, _ := pol.Target("db")
-	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: 'I', params: map[string]string{}}
-	ps := &pipeSession{
-		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
-		agent: agentEnd, server: serverEnd,
-		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
-		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),
-		done:     make(chan error, 1),
-	}
-	go func() { ps.done <- ps.ss.run(context.Background()) }()
-	t.Cleanup(func() {
-		agentEnd.Close()
-		serverEnd.Close()
-		select {
-		case <-ps.done:
-		case <-time.After(5 * time.Second):
-			t.Error("session did not end")
-		}
-	})
-	return ps
+	return newPipeSessionFor(t, maskPolicy, Config{Masking: masking})
 }
 
 var customerFields = []pgproto3.FieldDescription{

@@ -53,7 +53,14 @@ func newPipeSession(t testing.TB) *pipeSession {
 
 func newPipeSessionWith(t testing.TB, cfg Config) *pipeSession {
 	t.Helper()
-	pol, err := policy.Parse("unit.yaml", []byte(unitPolicy))
+	return newPipeSessionFor(t, unitPolicy, cfg)
+}
+
+// newPipeSessionFor builds a session under the given policy text, with
+// the rest of cfg as given (Policy, MaxMessageSize and Log are set here).
+func newPipeSessionFor(t testing.TB, policyText string, cfg Config) *pipeSession {
+	t.Helper()
+	pol, err := policy.Parse("unit.yaml", []byte(policyText))
 	if err != nil {
 		t.Fatal(err)
 	}
