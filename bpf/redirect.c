@@ -348,6 +348,15 @@ int interlock_sockops(struct bpf_sock_ops *skops)
 	__u32 op = skops->op;
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+		// A redirected socket's destination is already an engine listener;
+		// remote_port holds the network-order port in its upper half on
+		// little-endian hosts, so bpf_ntohl gives it in host order on either.
+		// Other sockets leave here without a cookie being made or a map read.
+		__u16 rport = (__u16)bpf_ntohl(skops->remote_port);
+		if (rport != engine_port4 && rport != engine_port6)
+			return 1;
+	}
 
 	__u32 fam = skops->family;
 	__u32 l4 = skops->local_ip4;
@@ -391,9 +400,22 @@ int interlock_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+// redirected_port reports whether a peer port (network byte order) is one
+// of the engine's listeners. Every redirected socket's real peer is; other
+// sockets leave the hooks here without a socket cookie being made or a map
+// being read, which is most of what these programs cost a host's other
+// processes. A false positive only means the full lookup runs.
+static __always_inline int redirected_port(__u32 port_be)
+{
+	__u16 p = (__u16)port_be;
+	return p == bpf_htons(engine_port4) || p == bpf_htons(engine_port6);
+}
+
 SEC("cgroup/getpeername4")
 int interlock_getpeername4(struct bpf_sock_addr *ctx)
 {
+	if (!redirected_port(ctx->user_port))
+		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct conn_record *r = bpf_map_lookup_elem(&conn_by_cookie, &cookie);
 	if (!r)
@@ -406,6 +428,8 @@ int interlock_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int interlock_getpeername6(struct bpf_sock_addr *ctx)
 {
+	if (!redirected_port(ctx->user_port))
+		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct conn_record *r = bpf_map_lookup_elem(&conn_by_cookie, &cookie);
 	if (!r)
