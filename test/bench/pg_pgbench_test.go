@@ -70,6 +70,7 @@ type pgResult struct {
 	txns   int64
 	lats   []float64 // per-transaction latencies in µs, with -l
 	cpu    time.Duration
+	cs     int64 // the proxy's context switches (all threads)
 	engine pgCounters
 }
 
@@ -79,6 +80,7 @@ type pgAgg struct {
 	txns int64
 	lats []float64
 	cpu  time.Duration
+	cs   int64
 }
 
 func (a *pgAgg) add(r pgResult) {
@@ -86,6 +88,17 @@ func (a *pgAgg) add(r pgResult) {
 	a.txns += r.txns
 	a.lats = append(a.lats, r.lats...)
 	a.cpu += r.cpu
+	a.cs += r.cs
+}
+
+// csPerTx is the proxy's context switches per transaction: each is a
+// sleep and a wake-up, which on a virtual machine cost more than most
+// of the proxy's own work.
+func (a *pgAgg) csPerTx() float64 {
+	if a.txns == 0 {
+		return 0
+	}
+	return float64(a.cs) / float64(a.txns)
 }
 
 // cpuPerTx is the proxy's CPU time per transaction in µs: a steadier
@@ -308,8 +321,9 @@ func (e *pgEnv) run(tb testing.TB, p pgPath, w pgWorkload, seconds int) pgResult
 
 	before := e.counters(tb)
 	var cpu0 time.Duration
+	var cs0 int64
 	if p.proxy != nil {
-		cpu0 = pgProcCPU(tb, p.proxy())
+		cpu0, cs0 = pgProcCPU(tb, p.proxy()), pgProcSwitches(p.proxy())
 	}
 	stopPerf := e.perf(tb, p, w)
 	if err := cmd.Start(); err != nil {
@@ -321,15 +335,16 @@ func (e *pgEnv) run(tb testing.TB, p pgPath, w pgWorkload, seconds int) pgResult
 	guard.Stop()
 	stopPerf()
 	var cpu1 time.Duration
+	var cs1 int64
 	if p.proxy != nil {
-		cpu1 = pgProcCPU(tb, p.proxy())
+		cpu1, cs1 = pgProcCPU(tb, p.proxy()), pgProcSwitches(p.proxy())
 	}
 	after := e.counters(tb)
 	text := out.String()
 	if err != nil {
 		tb.Fatalf("pgbench %s on the %s path: %v\n%s", strings.Join(args, " "), p.name, err, text)
 	}
-	r := pgResult{engine: after.minus(before), cpu: cpu1 - cpu0}
+	r := pgResult{engine: after.minus(before), cpu: cpu1 - cpu0, cs: cs1 - cs0}
 	num := func(re *regexp.Regexp) string {
 		m := re.FindStringSubmatch(text)
 		if m == nil {
@@ -484,6 +499,27 @@ func pgProcCPU(tb testing.TB, pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / pgClockTicks
+}
+
+// pgProcSwitches sums the voluntary and involuntary context switches of a
+// process's threads (threads that have exited are not counted: the
+// proxies here keep theirs).
+func pgProcSwitches(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var n int64
+	for _, t := range tasks {
+		st, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				x, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
 }
 
 // pgClockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on

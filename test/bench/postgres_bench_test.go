@@ -142,7 +142,8 @@ func pgReport(b *testing.B, row pgRow, paths []pgPath) {
 		if p.proxy != nil {
 			a := row.aggs[p.name]
 			b.ReportMetric(a.cpuPerTx(), p.name+"-cpu-us/tx")
-			parts = append(parts, fmt.Sprintf("%s CPU %.1f µs/tx", p.name, a.cpuPerTx()))
+			b.ReportMetric(a.csPerTx(), p.name+"-cs/tx")
+			parts = append(parts, fmt.Sprintf("%s CPU %.1f µs/tx, %.2f context switches/tx", p.name, a.cpuPerTx(), a.csPerTx()))
 		}
 	}
 	if row.w.latency {
