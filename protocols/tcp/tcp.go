@@ -9,7 +9,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -34,19 +33,12 @@ func (Handler) Serve(ctx context.Context, s *engine.Session, client net.Conn) er
 	stop := context.AfterFunc(ctx, func() { client.Close(); up.Close() })
 	defer stop()
 
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		errs[0] = pipe(s, engine.DirClientToTarget, up, client)
-	}()
-	go func() {
-		defer wg.Done()
-		errs[1] = pipe(s, engine.DirTargetToClient, client, up)
-	}()
-	wg.Wait()
-	return errors.Join(errs...)
+	// The agent's direction runs on this goroutine: one goroutine (and
+	// its stack) fewer per session, and one wake-up fewer on its connect.
+	done := make(chan error, 1)
+	go func() { done <- pipe(s, engine.DirTargetToClient, client, up) }()
+	err = pipe(s, engine.DirClientToTarget, up, client)
+	return errors.Join(err, <-done)
 }
 
 // pipe copies src to dst until EOF, then half-closes dst so the other
