@@ -14,6 +14,16 @@ import (
 // Classifier turns SQL text into policy operations with the real PostgreSQL
 // parser (libpg_query). It is safe for concurrent use; results are cached by
 // exact statement text in a bounded LRU.
+//
+// A single statement with integer literals of up to nine digits (WHERE aid =
+// 48213) is cached instead under its text with those literals replaced by 0,
+// so that clients inlining their values hit the cache too. Only texts whose
+// every byte the key's scanner understands are normalized (no comments,
+// backslashes, dollar quotes, prefixed strings or second statement; see
+// literalKey), and only results that did not depend on a literal's value are
+// stored that way: a SET statement_timeout = 5, EXPLAIN (ANALYZE 0) or
+// COMMENT ON LARGE OBJECT 1234 is still cached by exact text. A hit
+// reports the statement's own text.
 type Classifier struct {
 	cache *lru // nil when caching is disabled
 	cats  *categoryMemo
@@ -39,6 +49,10 @@ func NewClassifier(cacheSize int) *Classifier {
 // Agent, Target, Roles or Attrs.InTransaction.
 type Classification struct {
 	Statements []Statement // one per statement; none for an empty query
+
+	// literalValues is set when a statement's classification depends on
+	// the value of a numeric constant (see walker.literalValues).
+	literalValues bool
 }
 
 // Statement is the classification of one statement of a query string.
@@ -152,8 +166,29 @@ func (s *Statement) ResolveExecute(prepared policy.Operation) policy.Operation {
 // gives a single Unclassified statement carrying the parser's message. The
 // error is only for internal failures, and the caller must block then too.
 func (c *Classifier) Classify(sql string) (*Classification, error) {
-	if c.cache != nil {
-		if cl, ok := c.cache.get(sql); ok {
+	// A text starting with NUL could be mistaken for a normalized key; the
+	// server refuses it anyway, and refusing is cheap.
+	if c.cache == nil || strings.HasPrefix(sql, "\x00") {
+		return c.classify(sql)
+	}
+	if cl, ok := c.cache.get(sql); ok {
+		return cl, nil
+	}
+	var key, text string
+	normal := false
+	if len(sql) <= maxCachedQuery {
+		key, text, normal = literalKey(sql)
+	}
+	if normal {
+		if cl, ok := c.cache.get(key); ok {
+			if cl.Statements[0].Text != text {
+				return cl.withText(text), nil
+			}
+			// The text that was classified, seen again: applications
+			// repeat their fixed queries (LIMIT 10) verbatim, and the
+			// exact key spares them the scan. At most a few such entries
+			// per normalized one, so no churn.
+			c.cache.add(sql, cl)
 			return cl, nil
 		}
 	}
@@ -161,10 +196,32 @@ func (c *Classifier) Classify(sql string) (*Classification, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.cache != nil {
+	if normal && cl.reusable(text) {
+		// Only under the normalized key: the exact text would mostly be
+		// one more entry that never repeats.
+		c.cache.add(key, cl)
+	} else {
 		c.cache.add(sql, cl)
 	}
 	return cl, nil
+}
+
+// reusable reports whether cl, the classification of a text with statement
+// text text, holds for every text with the same normalized key: one
+// classified statement that read no literal's value. The text check guards
+// literalKey's idea of the statement's bounds against the parser's.
+func (cl *Classification) reusable(text string) bool {
+	return len(cl.Statements) == 1 && !cl.literalValues && !cl.Statements[0].Op.Unclassified && cl.Statements[0].Text == text
+}
+
+// withText returns a copy of the cached single-statement classification cl
+// for a statement whose text is text: cached values are shared and must not
+// be modified. The copy shares Op.Objects, which nobody writes (see
+// Classification).
+func (cl *Classification) withText(text string) *Classification {
+	st := cl.Statements[0]
+	st.Text = text
+	return &Classification{Statements: []Statement{st}}
 }
 
 // classify classifies sql without the cache.
@@ -210,7 +267,9 @@ func (c *Classifier) classify(sql string) (*Classification, error) {
 	raw := tree.children(stmts)
 	cl := &Classification{Statements: make([]Statement, 0, len(raw))}
 	for _, rs := range raw {
-		cl.Statements = append(cl.Statements, classifyRaw(tree, rs, sql, c.cats))
+		st, literalValues := classifyRaw(tree, rs, sql, c.cats)
+		cl.Statements = append(cl.Statements, st)
+		cl.literalValues = cl.literalValues || literalValues
 	}
 	return cl, nil
 }
@@ -223,8 +282,9 @@ func unparsable(sql, reason string) *Classification {
 	}}}
 }
 
-// classifyRaw classifies one RawStmt.
-func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
+// classifyRaw classifies one RawStmt, and reports whether the result
+// depends on the value of a numeric constant.
+func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) (Statement, bool) {
 	st := Statement{Text: statementText(t, rs, sql)}
 	st.Op.Protocol = policy.ProtocolPostgres
 	st.Op.Attrs.RowEstimate = -1
@@ -240,7 +300,7 @@ func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
 		st.Op = policy.Operation{Protocol: policy.ProtocolPostgres, Unclassified: true, Reason: w.fail, Attrs: policy.Attributes{RowEstimate: -1}}
 		st.Tag, st.Prepare, st.Execute, st.Deallocate = "", "", "", ""
 		st.TxControl = TxControl{}
-		return st
+		return st, w.literalValues
 	}
 	st.RowLocks = w.rowLocks
 	st.Op.Objects = w.objs[:len(w.objs):len(w.objs)]
@@ -248,7 +308,7 @@ func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) Statement {
 		st.Op.Objects = nil
 	}
 	detach(&st)
-	return st
+	return st, w.literalValues
 }
 
 // detach copies the strings of st that may point into libpg_query's output

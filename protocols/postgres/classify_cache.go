@@ -12,8 +12,10 @@ import (
 const maxCachedQuery = 16 << 10
 
 // lru is a least-recently-used cache of classifications keyed by the exact
-// query text: a different byte (case, comment, whitespace) is a different
-// key, which costs a parse but can never return another query's result.
+// query text, or by the text with integer literals normalized (literalKey,
+// whose keys start with a NUL byte): a different byte otherwise (case,
+// comment, whitespace) is a different key, which costs a parse but can
+// never return another query's result.
 type lru struct {
 	mu    sync.Mutex
 	max   int

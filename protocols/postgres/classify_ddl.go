@@ -141,8 +141,10 @@ func (w *walker) parts(v jval) []string {
 	case "sval":
 		return []string{w.t.getStr(v, "sval")}
 	case "Integer":
+		w.literalValues = true // LARGE OBJECT 1234
 		return []string{strconv.Itoa(w.t.getInt(body, "ival"))}
 	case "Float":
+		w.literalValues = true
 		return []string{w.t.getStr(body, "fval")}
 	case "List":
 		var out []string
@@ -496,6 +498,13 @@ func (w *walker) ddl(typ string, v jval, st *Statement) bool {
 		}
 		// The trigger function runs on every matching row from now on.
 		w.function(w.names(w.field(v, "funcname")), policy.ActionExecute)
+		if w.hasList(v, "args") {
+			// Integer arguments arrive as String nodes (the grammar prints
+			// them), out of sight of the checks on Integer nodes: should
+			// anything ever read them, the result must not be reused for
+			// other integers.
+			w.literalValues = true
+		}
 		w.utility(typ, v, create, "funcname")
 	case "CreateEventTrigStmt":
 		op.Action, st.Tag = create, "CREATE EVENT TRIGGER"

@@ -335,8 +335,10 @@ func (w *walker) defArg(v jval) (string, bool) {
 	case "String":
 		return w.t.getStr(body, "sval"), true
 	case "Integer":
+		w.literalValues = true
 		return strconv.Itoa(w.t.getInt(body, "ival")), true
 	case "Float":
+		w.literalValues = true
 		return w.t.getStr(body, "fval"), true
 	case "Boolean":
 		if w.t.getBool(body, "boolval") {

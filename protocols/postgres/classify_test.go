@@ -441,7 +441,7 @@ func TestUnknownNodeIsUnclassified(t *testing.T) {
 			t.Fatal(err)
 		}
 		stmts, _ := jt.get(jt.root, "stmts")
-		st := classifyRaw(jt, jt.children(stmts)[0], "x", nil)
+		st, _ := classifyRaw(jt, jt.children(stmts)[0], "x", nil)
 		if !st.Op.Unclassified || st.Op.Reason == "" {
 			t.Errorf("%s: classified as %s", doc, st.Op.Action)
 		}

@@ -38,6 +38,12 @@ type walker struct {
 
 	rowLocks bool
 
+	// literalValues is set when the classification depends on the value of
+	// a numeric constant (a setting's value, an EXPLAIN option, a large
+	// object's number): the result then says nothing about the same text
+	// with other integers, and is not cached under a normalized key.
+	literalValues bool
+
 	// fail is why the statement cannot be classified; the first reason wins.
 	fail string
 }
@@ -316,6 +322,7 @@ func (w *walker) literal(v jval) (string, bool) {
 			if w.t.getBool(body, "isnull") {
 				return "", false
 			}
+			w.literalValues = true
 			for _, c := range w.t.children(body) {
 				if c.kind == jObject && c.n == 1 {
 					// ival, fval, boolval: the one member holds the text.
