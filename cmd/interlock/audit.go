@@ -22,11 +22,13 @@ func (c *Config) recordingDir() string { return filepath.Join(c.StateDir, "recor
 func (c *Config) recordingKeyPath() string { return filepath.Join(c.StateDir, recording.KeyFile) }
 
 // openRecordingStore opens the configured store: for the daemon's writer
-// (write) or for reading while the daemon runs.
+// (write, which defers syncs with recording.sync: interval) or for reading
+// while the daemon runs.
 func openRecordingStore(ctx context.Context, cfg *Config, write bool) (recording.Store, error) {
+	deferSync := write && cfg.Recording.SyncEvery() > 0
 	switch cfg.Recording.Store {
 	case "postgres":
-		return recording.OpenPostgres(ctx, cfg.Recording.DSN, 0)
+		return recording.OpenPostgres(ctx, recording.PostgresConfig{DSN: cfg.Recording.DSN, DeferSync: deferSync})
 	case "none":
 		return nil, errors.New("recording.store is none: nothing is recorded")
 	}
@@ -36,7 +38,7 @@ func openRecordingStore(ctx context.Context, cfg *Config, write bool) (recording
 	seg, keep := cfg.Recording.Sizes()
 	return recording.OpenFiles(recording.FilesConfig{
 		Dir: cfg.recordingDir(), SegmentSize: seg,
-		RetentionAge: cfg.Recording.RetentionAge, RetentionSize: keep, Log: cfg.Logger(),
+		RetentionAge: cfg.Recording.RetentionAge, RetentionSize: keep, DeferSync: deferSync, Log: cfg.Logger(),
 	})
 }
 

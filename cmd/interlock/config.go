@@ -103,6 +103,19 @@ type RecordingConfig struct {
 	// CheckpointInterval after the first record it would cover.
 	CheckpointEvery    int           `mapstructure:"checkpoint_every"`
 	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+	// Sync is always (a statement's record is durable before the
+	// statement is forwarded) or interval (written before, durable within
+	// SyncInterval: a power loss can lose that last interval).
+	Sync         string        `mapstructure:"sync"`
+	SyncInterval time.Duration `mapstructure:"sync_interval"`
+}
+
+// SyncEvery is the recorder's SyncInterval: 0 with sync: always.
+func (r *RecordingConfig) SyncEvery() time.Duration {
+	if r.Sync == "interval" {
+		return r.SyncInterval
+	}
+	return 0
 }
 
 // MaskingConfig configures the enforcement of mask decisions
@@ -184,6 +197,8 @@ var configDefaults = map[string]any{
 	"recording.retention_size":      "0",
 	"recording.checkpoint_every":    1000,
 	"recording.checkpoint_interval": "10s",
+	"recording.sync":                "always",
+	"recording.sync_interval":       "100ms",
 
 	"masking.key_file": "",
 
@@ -360,6 +375,16 @@ func (r *RecordingConfig) validate() []error {
 	}
 	if r.CheckpointInterval <= 0 {
 		bad("checkpoint_interval", "must be positive")
+	}
+	switch r.Sync {
+	case "always", "interval":
+	default:
+		bad("sync", "%q must be always (durable before the statement runs) or interval (durable within sync_interval)", r.Sync)
+	}
+	// Checked with sync: always too, so that switching modes cannot
+	// reveal a bad value later.
+	if r.SyncInterval <= 0 || r.SyncInterval > 10*time.Second {
+		bad("sync_interval", "%v must be in (0, 10s]: it is how much recording a power loss can take", r.SyncInterval)
 	}
 	return errs
 }

@@ -88,8 +88,16 @@ func TestConfigRecording(t *testing.T) {
 	}
 	r := c.Recording
 	seg, keep := r.Sizes()
-	if r.Store != "files" || r.Redaction != "parameters" || seg != 64<<20 || keep != 0 || r.CheckpointEvery != 1000 || r.CheckpointInterval != 10*time.Second {
+	if r.Store != "files" || r.Redaction != "parameters" || seg != 64<<20 || keep != 0 || r.CheckpointEvery != 1000 || r.CheckpointInterval != 10*time.Second ||
+		r.Sync != "always" || r.SyncInterval != 100*time.Millisecond || r.SyncEvery() != 0 {
 		t.Errorf("recording defaults: %+v", r)
+	}
+	c, err = LoadConfig(writeConfig(t, "recording:\n  sync: interval\n  sync_interval: 250ms\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Recording.SyncEvery() != 250*time.Millisecond {
+		t.Errorf("recording.sync interval: %+v", c.Recording)
 	}
 	t.Setenv("INTERLOCK_RECORDING_DSN", "postgres://rec@db/audit")
 	c, err = LoadConfig(writeConfig(t, "recording:\n  store: postgres\n  redaction: full\n  segment_size: 1MiB\n  retention_size: 1GiB\n  retention_age: 720h\n"))
@@ -111,6 +119,11 @@ func TestConfigRecording(t *testing.T) {
 		{"recording:\n  retention_age: -1h\n", "recording.retention_age"},
 		{"recording:\n  checkpoint_every: 0\n", "recording.checkpoint_every"},
 		{"recording:\n  checkpoint_interval: 0s\n", "recording.checkpoint_interval"},
+		{"recording:\n  sync: never\n", "recording.sync"},
+		{"recording:\n  sync: interval\n  sync_interval: 0s\n", "recording.sync_interval"},
+		{"recording:\n  sync: interval\n  sync_interval: -1s\n", "recording.sync_interval"},
+		{"recording:\n  sync: interval\n  sync_interval: 11s\n", "recording.sync_interval"},
+		{"recording:\n  sync_interval: soon\n", "recording.sync_interval"},
 	} {
 		_, err := LoadConfig(writeConfig(t, tc.body))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

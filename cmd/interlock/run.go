@@ -79,8 +79,9 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	dir := &directory{}
 	dir.update(store.Current(), nil)
 
-	// Session recording: every session start and statement is durable in
-	// the chain before it runs (docs/recording.md).
+	// Session recording: every session start and statement is in the
+	// chain before it runs, durable then or within recording.sync_interval
+	// (docs/recording.md).
 	rec, err := startRecorder(ctx, cfg, reg, log)
 	if err != nil {
 		return err
@@ -235,7 +236,7 @@ func startRecorder(ctx context.Context, cfg *Config, reg prometheus.Registerer, 
 	rec, err := recording.Open(recording.Config{
 		Store: st, Key: key, Redaction: cfg.Recording.Redaction,
 		CheckpointEvery: cfg.Recording.CheckpointEvery, CheckpointInterval: cfg.Recording.CheckpointInterval,
-		Metrics: recording.NewMetrics(reg), Log: log,
+		SyncInterval: cfg.Recording.SyncEvery(), Metrics: recording.NewMetrics(reg), Log: log,
 	})
 	if err != nil {
 		st.Close()

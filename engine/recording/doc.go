@@ -17,9 +17,13 @@
 // The Recorder owns one writer goroutine: callers hand it events, it
 // batches whatever has queued while the previous batch was being made
 // durable, writes the batch and syncs it once (group commit), then releases
-// the waiters. Two stores implement the same chain: Files (segment files
-// under the state directory, the default) and Postgres (an append-only
-// table shared by a fleet).
+// the waiters. With Config.SyncInterval (recording.sync: interval, for slow
+// disks) it releases them once the batch is written, and syncs the store
+// every interval and before every signed head instead: a power loss of the
+// host can then lose the last interval of records, never a head's. Two
+// stores implement the same chain: Files (segment files under the state
+// directory, the default) and Postgres (an append-only table shared by a
+// fleet).
 //
 // The key file and the segment directory are created 0600/0700 by the
 // daemon (root). What the guarantees are, and what a root attacker on the

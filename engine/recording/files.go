@@ -34,7 +34,14 @@ import (
 // ext4 about a third of the latency of a sync after an append that grows
 // the file. The unused tail reads as NUL bytes, where readers stop; a
 // sealed segment is cut to its data. A crash can leave a torn last line
-// (written, never synced, never acknowledged): opening for writing cuts it.
+// (written, never synced, never acknowledged), and a power loss can keep
+// later pages of the file but not an earlier one: opening for writing cuts
+// the segment after its last complete line.
+//
+// With DeferSync (recording.sync: interval) segments are opened without
+// O_DSYNC: an append returns once its records are in the page cache, where
+// they survive a crash of the daemon but not of the host, and Sync
+// (fdatasync) makes them durable.
 type Files struct {
 	cfg FilesConfig
 	ro  bool
@@ -45,7 +52,7 @@ type Files struct {
 	curFirst  uint64
 	off       int64 // data length of the current segment
 	allocated int64
-	zeroed    int64 // the current segment is written (data or zeros) and synced up to here
+	zeroed    int64 // the current segment is written (data or zeros) up to here
 	broken    error // a failed append could not be rolled back
 	segs      []segment
 }
@@ -60,7 +67,11 @@ type FilesConfig struct {
 	// segments together are larger (0: no limit).
 	RetentionAge  time.Duration
 	RetentionSize int64
-	Log           *slog.Logger
+	// DeferSync opens segments without O_DSYNC: Append writes, Sync makes
+	// durable (for recording.Config.SyncInterval; a Recorder without it
+	// refuses such a store).
+	DeferSync bool
+	Log       *slog.Logger
 
 	noSync bool // benchmarks of the append path only
 }
@@ -154,14 +165,27 @@ func (s *Files) openTail() error {
 		return fmt.Errorf("recording: read %s: %w", path, err)
 	}
 	if torn > 0 {
-		// A line written but not synced before a crash: its statement was
-		// never acknowledged, so never forwarded.
+		// A line written but not synced before a crash. With O_DSYNC its
+		// statement was never acknowledged, so never forwarded; with
+		// DeferSync it is a record lost to a power loss.
 		s.cfg.Log.Warn("recording: cutting a torn last record (crash during a write)", "segment", last.name, "bytes", torn)
+	}
+	if st, err := f.Stat(); err == nil && st.Size() > end {
+		// Cut everything after the last complete line, not only a torn
+		// one: a power loss (above all with DeferSync, whose writes reach
+		// the disk in no particular order) can keep a later page of
+		// records after a lost one. Readers stop at the lost page's NULs,
+		// but the new records written over it would otherwise run into
+		// the old ones, and a second crash could keep those instead of
+		// the zeros written ahead of the new ones.
 		if err := f.Truncate(end); err != nil {
 			f.Close()
-			return fmt.Errorf("recording: cut torn record in %s: %w", path, err)
+			return fmt.Errorf("recording: cut %s after its last record: %w", path, err)
 		}
-		f.Sync()
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("recording: cut %s after its last record: %w", path, err)
+		}
 	}
 	st, _ := f.Stat()
 	s.cur, s.curName, s.curFirst, s.off, s.allocated, s.zeroed = f, last.name, last.first, end, st.Size(), end
@@ -294,6 +318,14 @@ func (s *Files) appendLocked(recs []*Record) error {
 	if end > s.zeroed && !s.cfg.noSync {
 		// Zero the next chunk first (in this write's sync), so that the
 		// appends after it overwrite written blocks.
+		// With DeferSync the appends do not wait for a sync, but the
+		// zeros stay: the background fdatasync then flushes data only
+		// (appends into unwritten extents would make each of them commit
+		// the journal for the extent conversion, not once a chunk), and
+		// the byte after the last record is always a written NUL, which
+		// is what keeps readers and a restarted writer from running into
+		// records a power loss kept after a lost page (see openTail).
+		// The price is a chunk of zeros written once per chunk of records.
 		// Within the allocation only: past it (a segment that overflows
 		// before its rotation, a filesystem without fallocate) zeroing
 		// would take space the disk may not have.
@@ -306,10 +338,10 @@ func (s *Files) appendLocked(recs []*Record) error {
 		}
 		s.zeroed = z
 	}
-	// With O_DSYNC, the write returns once the data is durable. After a
-	// failed write or sync the page cache state is unknown (the kernel may
-	// have dropped the dirty pages): roll back and let the next batch try
-	// again.
+	// With O_DSYNC, the write returns once the data is durable (with
+	// DeferSync, once it is in the page cache). After a failed write or
+	// sync the page cache state is unknown (the kernel may have dropped
+	// the dirty pages): roll back and let the next batch try again.
 	if _, err := s.cur.WriteAt(buf, s.off); err != nil {
 		s.rollback(err)
 		return fmt.Errorf("recording: write %s: %w", s.curName, hint(err))
@@ -322,11 +354,43 @@ func (s *Files) appendLocked(recs []*Record) error {
 const zeroChunk = 1 << 20
 
 func (s *Files) syncFlag() int {
-	if s.cfg.noSync {
+	if s.cfg.noSync || s.cfg.DeferSync {
 		return 0
 	}
 	return syscall.O_DSYNC
 }
+
+// Sync implements syncer: fdatasync of the current segment (sealed ones
+// were synced at their rotation).
+func (s *Files) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ro || s.cur == nil || s.cfg.noSync {
+		return nil
+	}
+	if s.broken != nil {
+		return s.broken
+	}
+	if err := unix.Fdatasync(int(s.cur.Fd())); err != nil {
+		s.breakOnSync(s.curName, err)
+		return s.broken
+	}
+	return nil
+}
+
+// breakOnSync stops the store after a failed sync. Unlike a failed write,
+// it cannot be rolled back or retried: records written since the last sync
+// were acknowledged (their statements ran), the kernel may have dropped
+// their pages after reporting the error once, and a second fdatasync would
+// then succeed without them on disk. So every later append fails (its
+// statement is refused) until the daemon restarts and reads the segment
+// back; PostgreSQL stops for the same reason (data_sync_retry).
+func (s *Files) breakOnSync(name string, err error) {
+	s.broken = fmt.Errorf("recording: sync of %s failed; records written since the previous sync may be lost, and no statement is recorded until the daemon restarts: %w", name, hint(err))
+	s.cfg.Log.Error(s.broken.Error())
+}
+
+func (s *Files) deferred() bool { return s.cfg.DeferSync && !s.cfg.noSync }
 
 // rollback undoes a partial write: the region after off is zeroed (within
 // the preallocation) or cut.
@@ -376,7 +440,17 @@ func (s *Files) rotate(ctx context.Context, checkpoint *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := s.appendLocked([]*Record{checkpoint}); err != nil {
+	err = s.appendLocked([]*Record{checkpoint})
+	if err == nil && s.deferred() {
+		// Sync only ever covers the current segment: the one being
+		// sealed is made durable now, before the chain moves on (and
+		// before the Recorder signs a head that covers it).
+		if serr := unix.Fdatasync(int(s.cur.Fd())); serr != nil {
+			s.breakOnSync(s.curName, serr)
+			err = s.broken
+		}
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(filepath.Join(s.cfg.Dir, name))
 		syncDir(s.cfg.Dir)
@@ -602,14 +676,24 @@ func (s *Files) Hosts(ctx context.Context) ([]string, error) {
 	return []string{last.Host}, nil
 }
 
-// Close implements Store.
+// Close implements Store; with DeferSync it syncs the current segment
+// first.
 func (s *Files) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur == nil {
 		return nil
 	}
-	err := s.cur.Close()
+	var err error
+	if s.deferred() && s.broken == nil {
+		if err = unix.Fdatasync(int(s.cur.Fd())); err != nil {
+			s.breakOnSync(s.curName, err)
+			err = s.broken
+		}
+	}
+	if cerr := s.cur.Close(); err == nil {
+		err = cerr
+	}
 	s.cur = nil
 	return err
 }

@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Sync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "interlock_recording_fsync_seconds",
-			Help:    "Time to write and sync one batch of records (one group commit).",
+			Help:    "Time to write and sync one batch of records (one group commit); with recording.sync: interval, one sync of what was written since the previous one.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 14), // 50µs … 0.4s
 		}),
 		Errors: prometheus.NewCounter(prometheus.CounterOpts{
@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Head: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "interlock_recording_chain_head",
-			Help: "Sequence number of the last durable record of this host's chain.",
+			Help: "Sequence number of the last record of this host's chain written (and durable, unless recording.sync is interval).",
 		}),
 	}
 	if reg != nil {

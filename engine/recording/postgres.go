@@ -40,21 +40,33 @@ CREATE TABLE IF NOT EXISTS interlock_heads (
 // Postgres is the shared store: every host appends its own chain to one
 // append-only table.
 type Postgres struct {
-	dsn     string
-	timeout time.Duration
+	cfg PostgresConfig
 
 	mu   sync.Mutex
 	conn *pgx.Conn
 }
 
+// PostgresConfig configures a Postgres store.
+type PostgresConfig struct {
+	DSN string
+	// Timeout bounds each write (a hung server refuses statements instead
+	// of holding them; default 5s).
+	Timeout time.Duration
+	// DeferSync commits batches with synchronous_commit off (set on every
+	// connection): the commit returns before the server flushes its WAL,
+	// and Sync forces the flush (for recording.Config.SyncInterval; a
+	// Recorder without it refuses such a store). The daemon's writer only;
+	// readers leave it off.
+	DeferSync bool
+}
+
 // OpenPostgres connects to the store and creates its tables when they are
-// missing. timeout bounds each write (a hung server refuses statements
-// instead of holding them; default 5s).
-func OpenPostgres(ctx context.Context, dsn string, timeout time.Duration) (*Postgres, error) {
-	if timeout <= 0 {
-		timeout = 5 * time.Second
+// missing.
+func OpenPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
 	}
-	s := &Postgres{dsn: dsn, timeout: timeout}
+	s := &Postgres{cfg: cfg}
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return nil, err
@@ -77,11 +89,18 @@ func (s *Postgres) connect(ctx context.Context) (*pgx.Conn, error) {
 	if s.conn != nil && !s.conn.IsClosed() {
 		return s.conn, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, s.dsn)
+	conn, err := pgx.Connect(ctx, s.cfg.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("recording: connect to the postgres store: %w", err)
+	}
+	if s.cfg.DeferSync {
+		// This connection only: other users of the server keep theirs.
+		if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+			conn.Close(context.Background())
+			return nil, fmt.Errorf("recording: postgres store: set synchronous_commit off (recording.sync: interval): %w", err)
+		}
 	}
 	s.conn = conn
 	return conn, nil
@@ -119,13 +138,14 @@ func (s *Postgres) Last(ctx context.Context, host string) (*Record, error) {
 }
 
 // Append implements Store: one transaction per batch; its commit is the
-// sync.
+// sync (with DeferSync, the server's WAL writer or the next Sync flushes
+// it).
 func (s *Postgres) Append(ctx context.Context, recs []*Record) error {
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	hosts := make([]string, len(recs))
 	seqs := make([]int64, len(recs))
@@ -148,6 +168,33 @@ func (s *Postgres) Append(ctx context.Context, recs []*Record) error {
 	}
 	return nil
 }
+
+// Sync implements syncer: it commits, with the server's own
+// synchronous_commit, a transaction that flushes the WAL up to its commit
+// record, and so every asynchronous commit before it, whichever connection
+// made them. The transaction must write WAL (a commit that wrote none is
+// never waited for, even with an xid): a transactional logical decoding
+// message does, with no table to write to and no privilege beyond the
+// default EXECUTE for PUBLIC (logical decoding consumers that ask for
+// messages see it, prefix interlock.recording.sync).
+func (s *Postgres) Sync(ctx context.Context) error {
+	if !s.cfg.DeferSync {
+		return nil
+	}
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "BEGIN; SET LOCAL synchronous_commit TO DEFAULT; SELECT pg_logical_emit_message(true, 'interlock.recording.sync', ''); COMMIT"); err != nil {
+		s.drop(conn)
+		return fmt.Errorf("recording: sync the postgres store: %w", err)
+	}
+	return nil
+}
+
+func (s *Postgres) deferred() bool { return s.cfg.DeferSync }
 
 // Scan implements Store.
 func (s *Postgres) Scan(ctx context.Context, f Filter, fn func(*Record, string, error) error) error {
@@ -221,7 +268,7 @@ func (s *Postgres) PutHead(ctx context.Context, h *Head) error {
 		return err
 	}
 	b, _ := json.Marshal(h)
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if _, err := conn.Exec(ctx, `INSERT INTO interlock_heads (host, seq, head) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, h.Host, int64(h.Seq), string(b)); err != nil {
 		s.drop(conn)

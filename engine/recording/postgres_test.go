@@ -32,7 +32,7 @@ func TestPostgresStore(t *testing.T) {
 		}
 		dsn := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/%s?sslmode=disable", pg.Password, pg.Port, db)
 		open := func() Store {
-			st, err := OpenPostgres(ctx, dsn, 5*time.Second)
+			st, err := OpenPostgres(ctx, PostgresConfig{DSN: dsn})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,8 +40,88 @@ func TestPostgresStore(t *testing.T) {
 			return st
 		}
 		return open(), open, &pgTamperer{dsn: dsn}
+	}, openDeferred: func(t *testing.T) (Store, func() Store) {
+		db := fmt.Sprintf("rec_%d", n.Add(1))
+		if _, err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+			t.Fatal(err)
+		}
+		dsn := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/%s?sslmode=disable", pg.Password, pg.Port, db)
+		open := func(deferSync bool) Store {
+			st, err := OpenPostgres(ctx, PostgresConfig{DSN: dsn, DeferSync: deferSync})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			return st
+		}
+		return open(true), func() Store { return open(false) }
 	}}
 	runStoreSuite(t, kind)
+	runSyncIntervalSuite(t, kind)
+
+	t.Run("interval: every connection of the writer commits asynchronously, readers do not", func(t *testing.T) {
+		st, reader := kind.openDeferred(t)
+		w := st.(*Postgres)
+		show := func(s *Postgres) string {
+			conn, err := s.connect(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v string
+			if err := conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		if v := show(w); v != "off" {
+			t.Errorf("writer: synchronous_commit %s", v)
+		}
+		// The harness's server runs with synchronous_commit off: set the
+		// database's default, which a reader and Sync's commit use.
+		if _, err := admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE rec_%d SET synchronous_commit = on", n.Load())); err != nil {
+			t.Fatal(err)
+		}
+		if v := show(reader().(*Postgres)); v != "on" {
+			t.Errorf("reader: synchronous_commit %s", v)
+		}
+		w.drop(w.conn) // as after an error: the next call reconnects
+		if v := show(w); v != "off" {
+			t.Errorf("writer after a reconnection: synchronous_commit %s", v)
+		}
+		// An append's commit returns before the WAL is flushed; Sync
+		// flushes it. The WAL writer would flush it within 10s.
+		for _, q := range []string{"ALTER SYSTEM SET wal_writer_delay = '10s'", "SELECT pg_reload_conf()"} {
+			if _, err := admin.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			admin.Exec(ctx, "ALTER SYSTEM RESET wal_writer_delay")
+			admin.Exec(ctx, "SELECT pg_reload_conf()")
+		})
+		time.Sleep(100 * time.Millisecond) // the WAL writer takes the new delay after its current sleep
+		lsns := func() (insert, flush uint64) {
+			if err := admin.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn() - '0/0', pg_current_wal_flush_lsn() - '0/0'").Scan(&insert, &flush); err != nil {
+				t.Fatal(err)
+			}
+			return insert, flush
+		}
+		r := openRecorder(t, w, func(c *Config) { c.SyncInterval, c.CheckpointInterval = time.Hour, time.Hour })
+		defer r.Close()
+		writeSessions(t, r, 1, 20)
+		written, flushed := lsns()
+		if err := w.Sync(ctx); err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		_, synced := lsns()
+		t.Logf("WAL after the appends: inserted to %d, flushed to %d; after Sync, flushed to %d", written, flushed, synced)
+		if synced < written {
+			t.Errorf("after Sync the WAL is flushed to %d, not past the appends (%d)", synced, written)
+		}
+		if v := show(w); v != "off" {
+			t.Errorf("writer after a sync: synchronous_commit %s (SET LOCAL leaks)", v)
+		}
+	})
 
 	t.Run("writer role has INSERT and SELECT only", func(t *testing.T) {
 		st, _, _ := kind.open(t)
@@ -61,14 +141,14 @@ func TestPostgresStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		dsn := fmt.Sprintf("postgres://interlock_writer:w@127.0.0.1:%d/%s?sslmode=disable", pg.Port, db)
-		ws, err := OpenPostgres(ctx, dsn, 5*time.Second)
+		ws, err := OpenPostgres(ctx, PostgresConfig{DSN: dsn})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := openRecorder(t, ws, nil)
 		writeSessions(t, r, 2, 3)
 		r.Close()
-		ws2, _ := OpenPostgres(ctx, dsn, 5*time.Second)
+		ws2, _ := OpenPostgres(ctx, PostgresConfig{DSN: dsn})
 		defer ws2.Close()
 		mustVerify(t, ws2)
 		w, _ := pgx.Connect(ctx, dsn)

@@ -26,8 +26,16 @@ type Config struct {
 	// record not yet covered (defaults 1000 and 10s).
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
-	Metrics            *Metrics
-	Log                *slog.Logger
+	// SyncInterval 0 (recording.sync: always) makes every batch durable
+	// before its statements are released. Above 0 (recording.sync:
+	// interval) a batch is released once the store has it written (it
+	// survives a crash of the daemon, not of the host), and the store is
+	// synced this often when something was written, before every signed
+	// head (so that a head never covers records a power loss could take)
+	// and at close. The store must be opened for it (DeferSync).
+	SyncInterval time.Duration
+	Metrics      *Metrics
+	Log          *slog.Logger
 }
 
 // CheckAndSetDefaults validates c and fills in defaults.
@@ -57,6 +65,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.CheckpointInterval <= 0 {
 		c.CheckpointInterval = 10 * time.Second
+	}
+	if c.SyncInterval < 0 {
+		return fmt.Errorf("recording: SyncInterval %v must not be negative (0: sync every batch)", c.SyncInterval)
+	}
+	if sy, ok := c.Store.(syncer); ok && sy.deferred() && c.SyncInterval == 0 {
+		return errors.New("recording: the store defers syncs (DeferSync) but SyncInterval is 0: its records would never be made durable")
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
@@ -90,6 +104,8 @@ type Recorder struct {
 	uncovered      int       // records since the last checkpoint
 	uncoveredSince time.Time // time of the first of them
 	lastCheckpoint uint64    // seq of the last checkpoint record
+	unsynced       bool      // SyncInterval: written since the last sync
+	syncFailing    bool      // the last sync failed (logged once a streak)
 }
 
 type entry struct {
@@ -147,7 +163,8 @@ func (r *Recorder) Host() string { return r.cfg.Host }
 // Redaction is the configured redaction of statement text.
 func (r *Recorder) Redaction() string { return r.cfg.Redaction }
 
-// Append records an event and returns once it is durable (or failed).
+// Append records an event and returns once it is durable (with
+// SyncInterval, once it is written), or failed.
 func (r *Recorder) Append(ctx context.Context, typ Type, session string, data any) error {
 	b, err := json.Marshal(data)
 	if err != nil {
@@ -165,7 +182,7 @@ func (r *Recorder) Append(ctx context.Context, typ Type, session string, data an
 	}
 }
 
-// Enqueue records an event without waiting; it is durable with the next
+// Enqueue records an event without waiting; it is written with the next
 // batch. Failures are counted and logged.
 func (r *Recorder) Enqueue(typ Type, session string, data any) {
 	b, err := json.Marshal(data)
@@ -210,6 +227,12 @@ func (r *Recorder) run() {
 	defer close(r.done)
 	tick := time.NewTicker(min(r.cfg.CheckpointInterval/4+time.Millisecond, time.Second))
 	defer tick.Stop()
+	var syncTick <-chan time.Time // nil: every batch is synced
+	if r.cfg.SyncInterval > 0 {
+		t := time.NewTicker(r.cfg.SyncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
 	if _, ok := r.cfg.Store.(rotator); ok {
 		r.retain()
 	}
@@ -223,6 +246,9 @@ func (r *Recorder) run() {
 		case e, ok := <-r.in:
 			if !ok {
 				r.commit(batch, r.uncovered+len(batch) > 0)
+				// The final checkpoint's head synced everything before
+				// it, unless its append failed.
+				r.sync()
 				return
 			}
 			batch = append(batch, e)
@@ -252,6 +278,11 @@ func (r *Recorder) run() {
 				continue
 			}
 		case <-linger:
+		case <-syncTick:
+			// In the writer goroutine, so that no append runs while the
+			// store syncs: at most one sync each interval, short next to it.
+			r.sync()
+			continue
 		case <-tick.C:
 			if len(batch) == 0 && !(r.uncovered > 0 && time.Since(r.uncoveredSince) >= r.cfg.CheckpointInterval) {
 				continue
@@ -311,8 +342,39 @@ func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
 func (r *Recorder) appendTimed(recs []*Record) error {
 	t0 := time.Now()
 	err := r.cfg.Store.Append(context.Background(), recs)
-	r.cfg.Metrics.Sync.Observe(time.Since(t0).Seconds())
+	if r.cfg.SyncInterval == 0 {
+		r.cfg.Metrics.Sync.Observe(time.Since(t0).Seconds())
+	} else if err == nil {
+		r.unsynced = true
+	}
 	return err
+}
+
+// sync makes what was written since the last sync durable (SyncInterval
+// only). A failure is counted and logged, and the next interval tries
+// again (a Files store refuses every write after a failed sync; see
+// breakOnSync).
+func (r *Recorder) sync() error {
+	sy, ok := r.cfg.Store.(syncer)
+	if r.cfg.SyncInterval == 0 || !r.unsynced || !ok {
+		return nil
+	}
+	t0 := time.Now()
+	err := sy.Sync(context.Background())
+	r.cfg.Metrics.Sync.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		r.cfg.Metrics.Errors.Inc()
+		if !r.syncFailing {
+			r.cfg.Log.Error("recording: sync failed; records written since the previous sync are not durable yet", "error", err)
+		}
+		r.syncFailing = true
+		return err
+	}
+	if r.syncFailing {
+		r.cfg.Log.Info("recording: sync works again")
+	}
+	r.unsynced, r.syncFailing = false, false
+	return nil
 }
 
 // checkpoint builds the checkpoint record that follows (seq, hash).
@@ -353,6 +415,12 @@ func (r *Recorder) advance(recs []*Record, now time.Time) {
 }
 
 func (r *Recorder) putHead(cp *Record, now time.Time) {
+	if err := r.sync(); err != nil {
+		// A head past durable records would, after a power loss, make the
+		// chain look truncated; the previous head stays valid.
+		r.cfg.Log.Error("recording: signed head not updated: the records it would cover are not durable", "seq", cp.Seq, "error", err)
+		return
+	}
 	var c Checkpoint
 	json.Unmarshal(cp.Data, &c)
 	h := &Head{Host: r.cfg.Host, Seq: c.Seq, Hash: c.Hash, FirstSeq: c.FirstSeq, Time: now, Key: c.Key, Sig: c.Sig}

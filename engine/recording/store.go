@@ -11,7 +11,9 @@ type Store interface {
 	// Last returns the last record of host's chain, nil when it is empty.
 	Last(ctx context.Context, host string) (*Record, error)
 	// Append writes a batch of encoded records, in order, and makes them
-	// durable before returning. On error none of them may be taken as
+	// durable before returning, unless the store defers syncs (see
+	// syncer): then they are written (they survive a crash of the daemon)
+	// and Sync makes them durable. On error none of them may be taken as
 	// written, and the store is back where it was (or reports every later
 	// append as failed).
 	Append(ctx context.Context, recs []*Record) error
@@ -75,4 +77,17 @@ type rotator interface {
 	remove(victims []string) error
 	// firstSeq is the first seq still stored.
 	firstSeq() uint64
+}
+
+// syncer is implemented by stores that can defer syncs (Files and Postgres
+// opened with DeferSync, for Config.SyncInterval): their Append returns once
+// the records are written, and the Recorder calls Sync every SyncInterval,
+// before each signed head and at close.
+type syncer interface {
+	// Sync makes every record appended so far durable.
+	Sync(ctx context.Context) error
+	// deferred reports whether Append returns before the records are
+	// durable, so that a Recorder without SyncInterval refuses the store
+	// rather than never syncing it.
+	deferred() bool
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -20,6 +21,9 @@ type storeKind struct {
 	// open returns a fresh empty store (segment size tiny for files, so
 	// that rotation happens), and a way to reopen it.
 	open func(t *testing.T) (st Store, reopen func() Store, tam tamperer)
+	// openDeferred is open with DeferSync (recording.sync: interval);
+	// reader opens the store read-only, as the CLI does.
+	openDeferred func(t *testing.T) (st Store, reader func() Store)
 }
 
 // line is one stored record: slot is where it is (segment file, or the
@@ -289,4 +293,181 @@ func histCount(m *Metrics) int {
 	var d dto.Metric
 	m.Sync.(prometheus.Metric).Write(&d)
 	return int(d.GetHistogram().GetSampleCount())
+}
+
+// runSyncIntervalSuite runs a store opened for recording.sync: interval
+// under a Recorder with SyncInterval.
+func runSyncIntervalSuite(t *testing.T, k storeKind) {
+	ctx := context.Background()
+
+	t.Run("interval: written at once, synced in the background, verifies after close", func(t *testing.T) {
+		st, reader := k.openDeferred(t)
+		m := NewMetrics(nil)
+		const every = 20 * time.Millisecond
+		r := openRecorder(t, st, func(c *Config) {
+			c.Metrics, c.SyncInterval = m, every
+			c.CheckpointEvery, c.CheckpointInterval = 1<<30, time.Hour // no head, so no sync but the interval's
+		})
+		s := testSession("a")
+		if err := r.SessionStarted(s); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := r.Session(s)
+		for i := range 3 {
+			text := "select 'written before it runs' -- " + string(rune('a'+i))
+			if err := l.Statement(ctx, &Statement{Text: text, Verdict: "allow", Forwarded: true}, false); err != nil {
+				t.Fatal(err)
+			}
+			// Another store, opened now, reads it: it reached the
+			// store (the page cache, the server) before Append returned.
+			ro := reader()
+			found := false
+			err := ro.Scan(ctx, Filter{Types: []Type{TypeStatement}}, func(rec *Record, _ string, err error) error {
+				var st Statement
+				if err == nil && rec.Decode(&st) == nil && st.Text == text {
+					found = true
+				}
+				return err
+			})
+			ro.Close()
+			if err != nil || !found {
+				t.Fatalf("statement %d not readable right after Append returned (%v)", i+1, err)
+			}
+		}
+		if !waitFor(50*every, func() bool { return histCount(m) >= 1 }) {
+			t.Fatalf("no background sync within %v", 50*every)
+		}
+		// Nothing written since: no more syncs (results nobody waits for
+		// go within 5ms, then the next interval syncs them).
+		time.Sleep(5 * every)
+		n := histCount(m)
+		time.Sleep(5 * every)
+		if got := histCount(m); got != n {
+			t.Errorf("%d syncs while nothing was written", got-n)
+		}
+		l.Statement(ctx, &Statement{Text: "select 2", Verdict: "allow", Forwarded: true}, false)
+		if !waitFor(50*every, func() bool { return histCount(m) > n }) {
+			t.Fatalf("no background sync after a new write")
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ro := reader()
+		defer ro.Close()
+		rep := mustVerify(t, ro)
+		if rep.Head == nil || rep.Head.Seq+1 != rep.Last || rep.Unsigned != 0 {
+			t.Errorf("report %+v (head %+v): a clean close signs everything", rep, rep.Head)
+		}
+	})
+
+	t.Run("interval: a signed head never covers records not yet synced", func(t *testing.T) {
+		st, reader := k.openDeferred(t)
+		so := &syncOrder{t: t, Store: st}
+		r := openRecorder(t, wrapSyncOrder(so), func(c *Config) {
+			// The interval never fires: only the syncs before heads
+			// (every 5 records, at rotations and at close) run.
+			c.SyncInterval, c.CheckpointEvery = time.Hour, 5
+		})
+		writeSessions(t, r, 3, 8)
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if so.heads < 5 {
+			t.Errorf("%d heads written", so.heads)
+		}
+		t.Logf("%s: %d heads, %d syncs, %d rotations", k.name, so.heads, so.syncs, so.rotations)
+		ro := reader()
+		defer ro.Close()
+		mustVerify(t, ro)
+	})
+
+	t.Run("interval: a recorder that syncs every batch refuses a deferred store", func(t *testing.T) {
+		st, _ := k.openDeferred(t)
+		defer st.Close()
+		if _, err := Open(Config{Store: st, Key: testKey, Host: "host-a", Log: quietLog()}); err == nil || !strings.Contains(err.Error(), "SyncInterval") {
+			t.Fatalf("open with SyncInterval 0: %v", err)
+		}
+	})
+}
+
+// syncOrder wraps a deferred store and fails the test when a signed head
+// covers a record that no sync made durable yet (a Files rotation syncs
+// the sealed segment itself).
+type syncOrder struct {
+	Store
+	t *testing.T
+
+	mu                      sync.Mutex
+	written, durable        uint64
+	heads, syncs, rotations int
+}
+
+func (o *syncOrder) Append(ctx context.Context, recs []*Record) error {
+	err := o.Store.Append(ctx, recs)
+	if err == nil {
+		o.mu.Lock()
+		o.written = recs[len(recs)-1].Seq
+		o.mu.Unlock()
+	}
+	return err
+}
+
+func (o *syncOrder) Sync(ctx context.Context) error {
+	err := o.Store.(syncer).Sync(ctx)
+	if err == nil {
+		o.mu.Lock()
+		o.durable, o.syncs = o.written, o.syncs+1
+		o.mu.Unlock()
+	}
+	return err
+}
+
+func (o *syncOrder) deferred() bool { return o.Store.(syncer).deferred() }
+
+func (o *syncOrder) PutHead(ctx context.Context, h *Head) error {
+	o.mu.Lock()
+	if h.Seq > o.durable {
+		o.t.Errorf("signed head at seq %d written while records up to %d only are synced (%d written)", h.Seq, o.durable, o.written)
+	}
+	o.heads++
+	o.mu.Unlock()
+	return o.Store.PutHead(ctx, h)
+}
+
+// syncOrderRotator is a syncOrder over a store with segments.
+type syncOrderRotator struct {
+	*syncOrder
+	rot rotator
+}
+
+func wrapSyncOrder(o *syncOrder) Store {
+	if rot, ok := o.Store.(rotator); ok {
+		return syncOrderRotator{o, rot}
+	}
+	return o
+}
+
+func (o syncOrderRotator) needsRotation(n int) bool { return o.rot.needsRotation(n) }
+
+func (o syncOrderRotator) rotate(ctx context.Context, cp *Record) error {
+	err := o.rot.rotate(ctx, cp)
+	if err == nil {
+		o.mu.Lock()
+		o.written, o.durable, o.rotations = cp.Seq, cp.Seq, o.rotations+1
+		o.mu.Unlock()
+	}
+	return err
+}
+
+func (o syncOrderRotator) retention(now time.Time) ([]string, uint64) { return o.rot.retention(now) }
+func (o syncOrderRotator) remove(victims []string) error              { return o.rot.remove(victims) }
+func (o syncOrderRotator) firstSeq() uint64                           { return o.rot.firstSeq() }
+
+func waitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
 }
