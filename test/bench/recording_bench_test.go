@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,11 +16,13 @@ import (
 )
 
 // BenchmarkRecordingPgbench runs pgbench select-only with 8 clients
-// through Interlock with session recording off (recording.store: none) and
-// on (the default segment files, every statement synced before it is
-// forwarded, group-committed), alternating in one run, and reports the
-// TPS of each and their ratio (target: on ≥ 0.90× off), and how many
-// records each sync carried.
+// through Interlock with session recording off (recording.store: none), on
+// with sync: always (the default segment files, every statement synced
+// before it is forwarded, group-committed) and on with sync: interval
+// (written before it is forwarded, synced every 100ms), alternating in one
+// run, and reports the TPS of each, their ratios to off (target: ≥ 0.90×),
+// how many records each sync carried with always, and the mean sync time
+// of each mode.
 //
 //	go test -run '^$' -bench RecordingPgbench -benchtime 1x ./test/bench/
 func BenchmarkRecordingPgbench(b *testing.B) {
@@ -62,13 +65,13 @@ roles:
 	}
 	// Measure at the default log level, not the harness's debug.
 	baseCfg := strings.Replace(string(base), "level: debug", "level: info", 1)
-	start := func(store string) {
-		if err := os.WriteFile(d.ConfigPath, []byte(baseCfg+"recording:\n  store: "+store+"\n"), 0o600); err != nil {
+	start := func(recording string) {
+		if err := os.WriteFile(d.ConfigPath, []byte(baseCfg+"recording:\n"+recording), 0o600); err != nil {
 			b.Fatal(err)
 		}
 		d.Start()
 	}
-	start("none")
+	start("  store: none\n")
 	if out, err := d.CLI("label", agent, "rec-bench"); err != nil {
 		b.Fatalf("label: %v\n%s", err, out)
 	}
@@ -88,25 +91,32 @@ roles:
 		tps, _ := strconv.ParseFloat(m[1], 64)
 		return tps
 	}
-	var off, on []float64
-	var records, syncs float64
+	type mode struct {
+		name, config string
+		tps          []float64
+		// Summed over the mode's rounds, from the daemon's metrics.
+		records, syncs, syncSeconds float64
+	}
+	modes := []*mode{
+		{name: "off", config: "  store: none\n"},
+		{name: "always", config: "  store: files\n  sync: always\n"},
+		{name: "interval", config: "  store: files\n  sync: interval\n"},
+	}
 	for round := range 2 {
-		for _, store := range []string{"none", "files"} {
-			if round == 1 {
-				// Alternate the order, so that drift favours neither.
-				store = map[string]string{"none": "files", "files": "none"}[store]
-			}
-			start(store)
+		order := slices.Clone(modes)
+		if round == 1 {
+			// Alternate the order, so that drift favours none.
+			slices.Reverse(order)
+		}
+		for _, m := range order {
+			start(m.config)
 			tps := run()
-			if store == "none" {
-				off = append(off, tps)
-			} else {
-				on = append(on, tps)
-				records += d.Metric("interlock_recording_records_total")
-				syncs += d.Metric("interlock_recording_fsync_seconds_count")
-			}
+			m.tps = append(m.tps, tps)
+			m.records += d.Metric("interlock_recording_records_total")
+			m.syncs += d.Metric("interlock_recording_fsync_seconds_count")
+			m.syncSeconds += d.Metric("interlock_recording_fsync_seconds_sum")
 			d.Stop()
-			b.Logf("round %d, recording %s: %.0f tps", round+1, map[string]string{"none": "off", "files": "on"}[store], tps)
+			b.Logf("round %d, recording %s: %.0f tps", round+1, m.name, tps)
 		}
 	}
 	mean := func(xs []float64) float64 {
@@ -116,13 +126,19 @@ roles:
 		}
 		return s / float64(len(xs))
 	}
-	ratio := mean(on) / mean(off)
-	b.ReportMetric(mean(off), "tps-off")
-	b.ReportMetric(mean(on), "tps-on")
-	b.ReportMetric(ratio, "on/off")
-	b.ReportMetric(records/syncs, "records/sync")
-	b.Logf("pgbench -S -c8, %ds × 2 each: recording off %.0f tps, on %.0f tps (%.3f×, target ≥ 0.90×); %.0f records in %.0f syncs (%.1f per sync)",
-		secs, mean(off), mean(on), ratio, records, syncs, records/syncs)
+	off, always, interval := modes[0], modes[1], modes[2]
+	b.ReportMetric(mean(off.tps), "tps-off")
+	b.ReportMetric(mean(always.tps), "tps-always")
+	b.ReportMetric(mean(interval.tps), "tps-interval")
+	b.ReportMetric(mean(always.tps)/mean(off.tps), "always/off")
+	b.ReportMetric(mean(interval.tps)/mean(off.tps), "interval/off")
+	b.ReportMetric(always.records/always.syncs, "records/sync")
+	b.ReportMetric(always.syncSeconds/always.syncs*1e6, "always-sync-µs")
+	b.ReportMetric(interval.syncSeconds/interval.syncs*1e6, "interval-sync-µs")
+	b.Logf("pgbench -S -c8, %ds × 2 each: recording off %.0f tps; sync always %.0f tps (%.3f×), %.0f records in %.0f syncs (%.1f per sync, %.0f µs each); sync interval %.0f tps (%.3f×), %.0f records in %.0f syncs (%.0f µs each); target ≥ 0.90×",
+		secs, mean(off.tps),
+		mean(always.tps), mean(always.tps)/mean(off.tps), always.records, always.syncs, always.records/always.syncs, always.syncSeconds/always.syncs*1e6,
+		mean(interval.tps), mean(interval.tps)/mean(off.tps), interval.records, interval.syncs, interval.syncSeconds/interval.syncs*1e6)
 	os.WriteFile(d.ConfigPath, []byte(baseCfg), 0o600)
 	if out, err := d.CLI("audit", "verify"); err != nil {
 		b.Errorf("audit verify after the runs: %v\n%s", err, out)
