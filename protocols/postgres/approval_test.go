@@ -65,7 +65,7 @@ func newApprovalSession(t *testing.T, txStatus byte) (*pipeSession, *approvals.M
 	target, _ := pol.Target("db")
 	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: txStatus, params: map[string]string{}}
 	ps := &pipeSession{
-		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
+		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize, nil), up, target),
 		agent: agentEnd, server: serverEnd,
 		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
 		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),

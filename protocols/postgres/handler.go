@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -76,6 +77,7 @@ type Handler struct {
 	cfg     Config
 	cancels *cancelRegistry
 	maskers sync.Map // *policy.MaskSpec → *masking.Masker
+	bufs    bufPool
 }
 
 // NewHandler builds a handler.
@@ -106,7 +108,15 @@ func (h *Handler) Serve(ctx context.Context, s *engine.Session, client net.Conn)
 	}
 	client.SetDeadline(time.Time{})
 	sess := newSession(h, s, cc, up, target)
-	defer sess.close()
+	defer func() {
+		sess.close()
+		// Both loops have ended (run waits for the server's): the
+		// buffers can serve another session.
+		cc.release(&h.bufs)
+		h.bufs.putReader(up.r)
+		h.bufs.putWriter(sess.upw)
+		up.r, sess.upw = nil, nil
+	}()
 	return sess.run(ctx)
 }
 
@@ -117,6 +127,7 @@ type clientConn struct {
 	conn net.Conn
 	be   *pgproto3.Backend
 	w    *lockedWriter
+	br   *bufio.Reader // be's, for release
 }
 
 // fatal tells the agent why its session ends. It gets a fresh write

@@ -81,7 +81,7 @@ func newPipeSessionFor(t testing.TB, policyText string, cfg Config) *pipeSession
 	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: 'I', params: map[string]string{}}
 	ps := &pipeSession{
 		policy: &current,
-		ss:     newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize), up, target),
+		ss:     newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize, nil), up, target),
 		agent:  agentEnd, server: serverEnd,
 		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
 		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),

@@ -81,7 +81,7 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	rand.Read(nonce[:])
 	ss := &session{
 		h: h, s: s, cc: cc, up: up, target: t,
-		upw:      bufio.NewWriterSize(up.conn, 64<<10),
+		upw:      h.bufs.writer(up.conn, upstreamBufSize),
 		sentinel: "interlock_blocked_" + hex.EncodeToString(nonce[:]) + "_",
 		pending:  map[string]*pgproto3.ErrorResponse{},
 		prepared: map[string]policy.Operation{},

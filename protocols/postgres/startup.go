@@ -22,7 +22,7 @@ import (
 // connection ends: startup returns a nil message). Protocol versions newer
 // than 3.0 are negotiated down with NegotiateProtocolVersion.
 func (h *Handler) startup(s *engine.Session, conn net.Conn) (*clientConn, *pgproto3.StartupMessage, error) {
-	cc := newClientConn(conn, h.cfg.MaxMessageSize)
+	cc := newClientConn(conn, h.cfg.MaxMessageSize, &h.bufs)
 	tlsDone := false
 	for {
 		msg, err := cc.be.ReceiveStartupMessage()
@@ -53,7 +53,10 @@ func (h *Handler) startup(s *engine.Session, conn net.Conn) (*clientConn, *pgpro
 				return nil, nil, fmt.Errorf("startup: TLS handshake with agent: %w", err)
 			}
 			conn = tc
-			cc = newClientConn(tc, h.cfg.MaxMessageSize)
+			// A fresh reader: bytes the agent sent before the handshake
+			// (in clear) must never be read as if they came through TLS.
+			cc.release(&h.bufs)
+			cc = newClientConn(tc, h.cfg.MaxMessageSize, &h.bufs)
 			tlsDone = true
 		case *pgproto3.GSSEncRequest:
 			if _, err := conn.Write([]byte{'N'}); err != nil {
@@ -92,15 +95,31 @@ func (h *Handler) startup(s *engine.Session, conn net.Conn) (*clientConn, *pgpro
 	}
 }
 
-func newClientConn(conn net.Conn, maxMsg int) *clientConn {
+// newClientConn wraps the agent's connection; bufs may be nil (tests).
+func newClientConn(conn net.Conn, maxMsg int, bufs *bufPool) *clientConn {
 	// The wrapper hides the connection's ReadFrom: bufio would otherwise
 	// hand every io.CopyN of a server message straight to the socket while
 	// its buffer is empty, one write(2) per row.
-	w := &lockedWriter{w: bufio.NewWriterSize(struct{ io.Writer }{conn}, 32<<10)}
-	be := pgproto3.NewBackend(bufio.NewReaderSize(conn, 32<<10), w.w)
+	w := &lockedWriter{w: bufs.writer(struct{ io.Writer }{conn}, clientBufSize)}
+	br := bufs.reader(conn, clientBufSize)
+	be := pgproto3.NewBackend(br, w.w)
 	be.SetMaxBodyLen(maxMsg)
-	return &clientConn{conn: conn, be: be, w: w}
+	return &clientConn{conn: conn, be: be, w: w, br: br}
 }
+
+// release returns the buffers to bufs once nothing uses the connection.
+func (c *clientConn) release(bufs *bufPool) {
+	c.w.mu.Lock()
+	bw := c.w.w
+	c.w.w = nil // a late send fails rather than write into another session
+	c.w.mu.Unlock()
+	bufs.putWriter(bw)
+	bufs.putReader(c.br)
+	c.br, c.be = nil, nil
+}
+
+// errReleased is what a send to an agent whose session has ended returns.
+var errReleased = errors.New("postgres: the agent's connection was released")
 
 // lockedWriter serialises writes to the agent.
 type lockedWriter struct {
@@ -114,6 +133,9 @@ type lockedWriter struct {
 func (l *lockedWriter) send(msgs ...pgproto3.BackendMessage) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.w == nil {
+		return errReleased
+	}
 	for _, m := range msgs {
 		var err error
 		l.buf, err = m.Encode(l.buf[:0])

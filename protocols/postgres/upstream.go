@@ -159,7 +159,7 @@ func (h *Handler) inject(ctx context.Context, s *engine.Session, t *policy.Targe
 		return nil, fmt.Errorf("take over upstream connection: %w", err)
 	}
 	up := &upstream{
-		conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, 64<<10),
+		conn: hj.Conn, r: h.bufs.reader(hj.Conn, upstreamBufSize),
 		pid: hj.PID, secret: hj.SecretKey, params: hj.ParameterStatuses, txStatus: hj.TxStatus,
 		dbUser: creds.User, database: db,
 	}
@@ -292,7 +292,7 @@ func (h *Handler) passthrough(ctx context.Context, s *engine.Session, cc *client
 		case *pgproto3.ReadyForQuery:
 			up.txStatus = m.TxStatus
 			conn.SetDeadline(time.Time{})
-			up.r = bufio.NewReaderSize(conn, 64<<10)
+			up.r = h.bufs.reader(conn, upstreamBufSize)
 			// pgproto3's frontend may have read ahead; nothing follows
 			// ReadyForQuery until we send, so its buffer is empty here.
 			ok = true
