@@ -26,9 +26,10 @@ import (
 
 // The agent pgbench runs as, and the policy's name for the database.
 const (
-	pgAgent  = "pgbench-agent"
-	pgTarget = "bench-pg"
-	pgScale  = 10
+	pgAgent     = "pgbench-agent"
+	pgTarget    = "bench-pg"
+	pgRawTarget = "bench-pg-raw" // the same server as an opaque tcp target
+	pgScale     = 10
 )
 
 // pgWorkload is one pgbench invocation, run on every path.
@@ -61,6 +62,7 @@ type pgPath struct {
 	cgroup string // where pgbench runs
 	addr   netip.AddrPort
 	agent  bool       // through the engine: every statement must be decided
+	relay  bool       // through the engine's opaque tcp relay: connections, no statements
 	proxy  func() int // the proxy's process id, whose CPU time is counted (nil: none)
 }
 
@@ -191,7 +193,9 @@ func pgInstall(b *testing.B, pkg string) {
 
 // pgNewEnv starts the daemon for a database that clients reach at target
 // (and maintenance at maint) and labels the agent cgroup.
-func pgNewEnv(b *testing.B, target, maint netip.AddrPort, password, pgbench, psql string) *pgEnv {
+// raw, when valid, is the server's address as an opaque tcp target (the
+// relay without the PostgreSQL handler, for comparison).
+func pgNewEnv(b *testing.B, target, maint, raw netip.AddrPort, password, pgbench, psql string) *pgEnv {
 	b.Helper()
 	pgPrioritize(b)
 	e := &pgEnv{cg: harness.NewCgroups(b), target: target, maint: maint, password: password, pgbench: pgbench, psql: psql,
@@ -202,7 +206,7 @@ func pgNewEnv(b *testing.B, target, maint netip.AddrPort, password, pgbench, psq
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	e.d = harness.NewDaemon(b, e.cg.Root, harness.PinDir(b), pgPolicy(target, pwFile))
+	e.d = harness.NewDaemon(b, e.cg.Root, harness.PinDir(b), pgPolicy(target, raw, pwFile))
 	// The harness runs daemons at debug level, which logs every statement
 	// decision into the test process: measure at the default level.
 	cfg, err := os.ReadFile(e.d.ConfigPath)
@@ -236,7 +240,11 @@ func pgNewEnv(b *testing.B, target, maint netip.AddrPort, password, pgbench, psq
 // its tables, the catalog query it uses to find out how pgbench_accounts is
 // partitioned, transaction control and session settings. Every statement
 // is classified and decided.
-func pgPolicy(target netip.AddrPort, pwFile string) string {
+func pgPolicy(target, raw netip.AddrPort, pwFile string) string {
+	rawTarget := ""
+	if raw.IsValid() {
+		rawTarget = fmt.Sprintf("  - {name: %s, protocol: tcp, address: %q}\n", pgRawTarget, raw)
+	}
 	return fmt.Sprintf(`version: 1
 targets:
   - name: %s
@@ -245,6 +253,7 @@ targets:
     auth: inject
     credentials: {user: postgres, password_file: %s}
     tls: {mode: disable}
+%s
 agents:
   - name: %s
     roles: [pgbench]
@@ -255,7 +264,7 @@ roles:
       - {id: pgbench-tables, targets: [%[1]s], actions: [read, write], tables: ["public.pgbench_*"], decision: allow}
       - {id: pgbench-catalog, targets: [%[1]s], actions: [read], tables: ["pg_catalog.*"], decision: allow}
       - {id: pgbench-session, targets: [%[1]s], actions: [transaction, set, show], decision: allow}
-`, pgTarget, target, pwFile, pgAgent)
+`, pgTarget, target, pwFile, strings.TrimSuffix(rawTarget, "\n"), pgAgent)
 }
 
 // pgEnvVars are libpq's settings for every client: no TLS anywhere (the
@@ -380,6 +389,14 @@ func (e *pgEnv) run(tb testing.TB, p pgPath, w pgWorkload, seconds int) pgResult
 		if c.refused != 0 || c.forwarded < stmts || c.connections < conns {
 			tb.Fatalf("the engine decided %d statements (%d refused) on %d connections for %d transactions of %s: want ≥ %d statements, none refused, ≥ %d connections\n%s",
 				c.forwarded+c.refused, c.refused, c.connections, r.txns, w.label, stmts, conns, text)
+		}
+	} else if p.relay {
+		conns := int64(w.clients)
+		if w.connect {
+			conns = r.txns
+		}
+		if c.forwarded+c.refused != 0 || c.connections < conns {
+			tb.Fatalf("the %s path: the engine decided %d statements on %d connections for %d transactions of %s: want none on ≥ %d connections (opaque relay)", p.name, c.forwarded+c.refused, c.connections, r.txns, w.label, conns)
 		}
 	} else if c.forwarded+c.refused != 0 || c.connections != 0 {
 		tb.Fatalf("the %s path went through the engine: %d statements, %d connections", p.name, c.forwarded+c.refused, c.connections)

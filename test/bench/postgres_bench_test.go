@@ -22,6 +22,9 @@ import (
 //	           the kernel redirects it into the engine, which classifies and
 //	           decides every statement and authenticates upstream itself
 //	pgbouncer  pgbench in the plain cgroup, to PgBouncer in session mode
+//	tcprelay   pgbench in the agent cgroup, to the same server as an opaque
+//	           tcp target (loopback only): the engine's relay without the
+//	           PostgreSQL handler, the floor under the interlock path
 //
 //	BenchmarkPgbench         the server on loopback: the engine's cost
 //	BenchmarkPgbenchNetwork  the server on its own test host (a network
@@ -40,13 +43,18 @@ func BenchmarkPgbench(b *testing.B) {
 	pgPrioritize(b)
 	pg := harness.StartPostgres(b)
 	server := netip.MustParseAddrPort(pg.Addr())
-	e := pgNewEnv(b, server, server, pg.Password, pgbench, psql)
+	// The harness server also listens on 127.0.0.2: the same database as
+	// an opaque tcp target, relayed by the engine without the PostgreSQL
+	// handler, shows what the relay itself costs.
+	raw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), server.Port())
+	e := pgNewEnv(b, server, server, raw, pg.Password, pgbench, psql)
 	e.initialise(b)
 	bouncer, bouncerPID := pgStartBouncer(b, e, server)
 	paths := []pgPath{
 		{name: "direct", cgroup: e.plain, addr: server},
 		{name: "interlock", cgroup: e.agent, addr: server, agent: true, proxy: e.d.PID},
 		{name: "pgbouncer", cgroup: e.plain, addr: bouncer, proxy: func() int { return bouncerPID }},
+		{name: "tcprelay", cgroup: e.agent, addr: raw, relay: true, proxy: e.d.PID},
 	}
 	pgMeasure(b, e, "loopback", paths, nil)
 }
@@ -66,7 +74,7 @@ func BenchmarkPgbenchNetwork(b *testing.B) {
 	target := relay.Addr().AddrPort()
 	b.Logf("database in network namespace %s at %s (veth %s %s ↔ %s), reached through a relay at %s adding %v each way",
 		ns.Name, server, ns.HostIf, ns.HostAddr, ns.PeerAddr, target, delay)
-	e := pgNewEnv(b, target, server, pg.Password, pgbench, psql)
+	e := pgNewEnv(b, target, server, netip.AddrPort{}, pg.Password, pgbench, psql)
 	e.initialise(b)
 	paths := []pgPath{
 		{name: "direct", cgroup: e.plain, addr: target},
@@ -203,6 +211,11 @@ func pgSummary(b *testing.B, setting string, secs int, paths []pgPath, rows []pg
 		}
 		d, i := row.aggs["direct"].p50(), row.aggs["interlock"].p50()
 		fmt.Fprintf(&sb, " added by Interlock %.1f µs (%s)\n", i-d, row.w.target)
+	}
+	for _, p := range paths {
+		if p.relay {
+			fmt.Fprintf(&sb, "%s: the same engine relaying the database as an opaque tcp target (no PostgreSQL handler): what the relay itself costs; interlock/%[1]s near 1 means classification, policy and the protocol cost next to nothing beyond it\n", p.name)
+		}
 	}
 	b.Logf("%s", sb.String())
 }
