@@ -119,6 +119,22 @@ func (p *replayPrinter) print(r *recording.Record) {
 		if ev.Reason != "" && !ev.Forwarded {
 			fmt.Fprintf(p.w, "%s         reason: %s\n", strings.Repeat(" ", len(off)), ev.Reason)
 		}
+	case recording.TypeBind:
+		var ev recording.Bind
+		r.Decode(&ev)
+		vals := make([]string, len(ev.Params))
+		for i, v := range ev.Params {
+			if v == nil {
+				vals[i] = fmt.Sprintf("$%d=NULL", i+1)
+			} else {
+				vals[i] = fmt.Sprintf("$%d=%q", i+1, *v)
+			}
+		}
+		what := strings.Join(vals, " ")
+		if ev.Truncated {
+			what += " …(truncated)"
+		}
+		fmt.Fprintf(p.w, "%s    bind %s\n", off, strings.TrimSpace(what))
 	case recording.TypeResult:
 		var ev recording.Result
 		r.Decode(&ev)

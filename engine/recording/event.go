@@ -65,6 +65,22 @@ type Statement struct {
 	Forwarded bool `json:"forwarded"`
 }
 
+// Bind is the parameter values an agent bound to a prepared statement
+// (extended protocol), recorded before the Bind is forwarded, and only
+// with redaction none: the values are the data the statement runs with.
+type Bind struct {
+	Statement string `json:"statement,omitempty"` // prepared statement name ("" unnamed)
+	Portal    string `json:"portal,omitempty"`
+	// Text is the prepared statement's text, when it was prepared through
+	// Interlock.
+	Text string `json:"text,omitempty"`
+	// Params are the values in order; null for SQL NULL. Values sent in
+	// binary format are recorded as \x and their bytes in hex (PostgreSQL's
+	// bytea notation); text values as sent.
+	Params    []*string `json:"params"`
+	Truncated bool      `json:"truncated,omitempty"` // values were cut at MaxText bytes in all
+}
+
 // MaxText is the most statement text a record keeps; longer text is cut
 // (Statement.Truncated, Statement.TextBytes say so).
 const MaxText = 1 << 20

@@ -21,6 +21,7 @@ type Type string
 const (
 	TypeSessionStart      Type = "session_start"
 	TypeStatement         Type = "statement"
+	TypeBind              Type = "bind" // parameter values of an extended-protocol execution (redaction none)
 	TypeResult            Type = "result"
 	TypeSessionEnd        Type = "session_end"
 	TypeApprovalRequested Type = "approval_requested" // reserved for the approval stage

@@ -106,6 +106,12 @@ func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult 
 	return l.r.Append(ctx, TypeStatement, l.ID, st)
 }
 
+// Bind records the parameter values of an execution and returns once the
+// record is durable (or failed), like Statement.
+func (l *SessionLog) Bind(ctx context.Context, b *Bind) error {
+	return l.r.Append(ctx, TypeBind, l.ID, b)
+}
+
 // Completed records a successful result for the oldest statement waiting
 // for one (res.N stays 0 when none waits: e.g. a prepared statement
 // executed again). It does not wait for the record to be durable.

@@ -82,3 +82,32 @@ func (nopObserver) ReadyForQuery(*engine.Session, byte)                         
 type MaskedCounter interface {
 	Masked(s *engine.Session, n int64)
 }
+
+// Binder is implemented by observers that see the parameter values of
+// extended-protocol executions (the recording stage, with redaction none).
+// The session calls Bound for every Bind of an allowed statement before it
+// is forwarded; an error refuses the execution.
+type Binder interface {
+	Bound(ctx context.Context, s *engine.Session, ev *BindEvent) error
+}
+
+// BindEvent is one Bind message of an allowed statement.
+type BindEvent struct {
+	Statement, Portal string
+	Text              string   // the statement's text ("" when not prepared through Interlock)
+	Params            [][]byte // nil for SQL NULL
+	// Formats are the parameter format codes as the message gives them:
+	// none (all text), one (for all) or one per parameter; 1 is binary.
+	Formats []int16
+}
+
+// Binary reports whether parameter i is in binary format.
+func (ev *BindEvent) Binary(i int) bool {
+	switch len(ev.Formats) {
+	case 0:
+		return false
+	case 1:
+		return ev.Formats[0] == 1
+	}
+	return i < len(ev.Formats) && ev.Formats[i] == 1
+}

@@ -63,3 +63,16 @@ func (os Observers) Masked(s *engine.Session, n int64) {
 		}
 	}
 }
+
+// Bound implements Binder for the observers that do; the first error
+// refuses the execution.
+func (os Observers) Bound(ctx context.Context, s *engine.Session, ev *BindEvent) error {
+	for _, o := range os {
+		if b, ok := o.(Binder); ok {
+			if err := b.Bound(ctx, s, ev); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

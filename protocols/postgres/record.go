@@ -58,6 +58,45 @@ func (o *Recorder) Decided(ctx context.Context, s *engine.Session, ev *Statement
 	return l.Statement(ctx, st, awaits)
 }
 
+// Bound implements Binder: with redaction none the values an execution
+// binds are recorded before it is forwarded (they are the data it runs
+// with); with any other redaction they are not recorded at all.
+func (o *Recorder) Bound(ctx context.Context, s *engine.Session, ev *BindEvent) error {
+	l, err := o.rec.Session(s)
+	if err != nil {
+		return err
+	}
+	if l.Redaction() != recording.RedactNone {
+		return nil
+	}
+	return l.Bind(ctx, bindRecord(ev))
+}
+
+func bindRecord(ev *BindEvent) *recording.Bind {
+	b := &recording.Bind{Statement: ev.Statement, Portal: ev.Portal, Text: ev.Text, Params: make([]*string, len(ev.Params))}
+	budget := recording.MaxText
+	for i, p := range ev.Params {
+		if p == nil {
+			continue
+		}
+		var v string
+		if ev.Binary(i) {
+			v = `\x` + hex.EncodeToString(p)
+		} else {
+			v = string(p)
+		}
+		if len(v) > budget {
+			v, b.Truncated = v[:budget], true
+		}
+		budget -= len(v)
+		b.Params[i] = &v
+	}
+	if len(b.Text) > recording.MaxText {
+		b.Text, b.Truncated = b.Text[:recording.MaxText], true
+	}
+	return b
+}
+
 // Handles implements Observer: approvals and masking are other stages.
 func (o *Recorder) Handles(*policy.Decision) bool { return false }
 

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -247,5 +248,27 @@ func TestRecorderFailureRefuses(t *testing.T) {
 	e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse)
 	if !ok || e.Code != "42501" || !strings.Contains(e.Message, "could not be recorded") {
 		t.Fatalf("agent got %#v", e)
+	}
+}
+
+func TestBindRecordValues(t *testing.T) {
+	ev := &BindEvent{Statement: "s1", Text: "select $1, $2, $3", Params: [][]byte{[]byte("o'k"), nil, {0, 0, 0, 17}}, Formats: []int16{0, 0, 1}}
+	b := bindRecord(ev)
+	if len(b.Params) != 3 || b.Params[0] == nil || *b.Params[0] != "o'k" || b.Params[1] != nil || b.Params[2] == nil || *b.Params[2] != `\x00000011` || b.Truncated {
+		t.Fatalf("bindRecord = %+v", b)
+	}
+	for _, tc := range []struct {
+		formats []int16
+		i       int
+		want    bool
+	}{{nil, 0, false}, {[]int16{1}, 5, true}, {[]int16{0}, 0, false}, {[]int16{0, 1}, 1, true}, {[]int16{0, 1}, 0, false}, {[]int16{0, 1}, 2, false}} {
+		if got := (&BindEvent{Formats: tc.formats}).Binary(tc.i); got != tc.want {
+			t.Errorf("Binary(%d) with formats %v = %v", tc.i, tc.formats, got)
+		}
+	}
+	big := bytes.Repeat([]byte("x"), recording.MaxText)
+	b = bindRecord(&BindEvent{Params: [][]byte{big, []byte("more")}})
+	if !b.Truncated || len(*b.Params[0])+len(*b.Params[1]) > recording.MaxText {
+		t.Errorf("values over MaxText in all are not cut: truncated %v, %d bytes", b.Truncated, len(*b.Params[0])+len(*b.Params[1]))
 	}
 }

@@ -364,6 +364,17 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	if ok && p.blocked != nil {
 		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
 	}
+	if b, isBinder := ss.h.cfg.Observer.(Binder); isBinder {
+		ev := BindEvent{Statement: m.PreparedStatement, Portal: m.DestinationPortal, Params: m.Parameters, Formats: m.ParameterFormatCodes}
+		if ok {
+			ev.Text = p.query
+		}
+		if err := b.Bound(ctx, ss.s, &ev); err != nil {
+			// Refused like a blocked statement: the server fails the Bind
+			// and skips to Sync, so the agent stays in step.
+			return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(observerRefusal(err))})
+		}
+	}
 	return ss.forward(m)
 }
 

@@ -265,3 +265,83 @@ func TestRecordingFailureRefuses(t *testing.T) {
 		t.Errorf("%d inserts recorded, %s rows in the database", recorded, want)
 	}
 }
+
+// TestRecordingBindParameters: with redaction none, the values an agent
+// binds to a prepared statement (pgx sends every argument that way) are
+// recorded before the execution, text and binary, and replay shows them;
+// with the default redaction they are not recorded at all.
+func TestRecordingBindParameters(t *testing.T) {
+	for _, tc := range []struct {
+		redaction string
+		want      bool
+	}{{"none", true}, {"parameters", false}} {
+		t.Run(tc.redaction, func(t *testing.T) {
+			e := setupPG(t, "recording:\n  redaction: "+tc.redaction+"\n")
+			_, res := harness.RunPgx(t, e.analyst, e.dsn("127.0.0.1"),
+				harness.PgxStep{SQL: "select count(*) from orders where amount > $1::int4 and $2::text is not null", Args: []any{17, "needle-7f3a"}, Mode: "cache"},
+				harness.PgxStep{SQL: "select count(*) from orders where amount > $1", Args: []any{nil}, Mode: "exec"})
+			for i, r := range res {
+				if r.Err != "" {
+					t.Fatalf("step %d: %s", i, r.Err)
+				}
+			}
+			var binds []recording.Bind
+			for _, rec := range exportRecords(t, e) {
+				if rec.Type == recording.TypeBind {
+					var b recording.Bind
+					if err := rec.Decode(&b); err != nil {
+						t.Fatal(err)
+					}
+					binds = append(binds, b)
+				}
+			}
+			if !tc.want {
+				if len(binds) != 0 {
+					t.Fatalf("redaction %s recorded bind values: %+v", tc.redaction, binds)
+				}
+				return
+			}
+			var found17, foundNeedle, foundNull bool
+			for _, b := range binds {
+				for _, p := range b.Params {
+					switch {
+					case p == nil:
+						foundNull = strings.Contains(b.Text, "amount > $1")
+					case *p == "needle-7f3a":
+						foundNeedle = true
+					case *p == `\x00000011`: // 17, an int4 in binary, as pgx sends it
+						found17 = strings.Contains(b.Text, "$2::text")
+					}
+				}
+			}
+			if !found17 || !foundNeedle || !foundNull {
+				var shown []string
+				for _, b := range binds {
+					for _, p := range b.Params {
+						if p == nil {
+							shown = append(shown, "NULL")
+						} else {
+							shown = append(shown, *p)
+						}
+					}
+				}
+				t.Fatalf("bind records %+v (values %q): want 17, needle-7f3a and a NULL, each with its statement's text", binds, shown)
+			}
+			list, err := e.d.CLI("sessions", "list", "--agent", "analyst", "-o", "json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ss []recording.SessionSummary
+			if err := json.Unmarshal([]byte(list), &ss); err != nil || len(ss) != 1 {
+				t.Fatalf("sessions list: %v\n%s", err, list)
+			}
+			replay, err := e.d.CLI("replay", ss[0].ID)
+			if err != nil || !strings.Contains(replay, `bind $1=`) || !strings.Contains(replay, `$2="needle-7f3a"`) || !strings.Contains(replay, "$1=NULL") {
+				t.Errorf("replay does not show the bound values: %v\n%s", err, replay)
+			}
+			if out := auditVerify(t, e); !strings.Contains(out, "ok:") {
+				t.Errorf("audit verify: %s", out)
+			}
+		})
+	}
+}
