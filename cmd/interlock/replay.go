@@ -119,6 +119,11 @@ func (p *replayPrinter) print(r *recording.Record) {
 		if ev.Reason != "" && !ev.Forwarded {
 			fmt.Fprintf(p.w, "%s         reason: %s\n", strings.Repeat(" ", len(off)), ev.Reason)
 		}
+	case recording.TypeConnected:
+		var ev recording.Connected
+		r.Decode(&ev)
+		fmt.Fprintf(p.w, "%s  connected to database %s as %s (%s); TLS to the agent: %s, to the target: %s\n",
+			off, orDash(ev.Database), orDash(ev.DBUser), orDash(ev.Auth), orWord(ev.AgentTLS, "none"), orWord(ev.TargetTLS, "none"))
 	case recording.TypeBind:
 		var ev recording.Bind
 		r.Decode(&ev)
@@ -167,6 +172,13 @@ func (p *replayPrinter) print(r *recording.Record) {
 	default:
 		fmt.Fprintf(p.w, "%s  %s\n", off, r.Type)
 	}
+}
+
+func orWord(s, word string) string {
+	if s == "" {
+		return word
+	}
+	return s
 }
 
 func orDash(s string) string {

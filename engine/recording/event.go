@@ -65,6 +65,16 @@ type Statement struct {
 	Forwarded bool `json:"forwarded"`
 }
 
+// Connected is recorded once the protocol handshake with the agent and the
+// target is done, before the session's first statement.
+type Connected struct {
+	Database  string `json:"database,omitempty"`
+	DBUser    string `json:"db_user,omitempty"`    // who the engine is connected as
+	Auth      string `json:"auth,omitempty"`       // inject or passthrough
+	AgentTLS  string `json:"agent_tls,omitempty"`  // TLS version toward the agent, "" for none
+	TargetTLS string `json:"target_tls,omitempty"` // TLS version toward the target, "" for none
+}
+
 // Bind is the parameter values an agent bound to a prepared statement
 // (extended protocol), recorded before the Bind is forwarded, and only
 // with redaction none: the values are the data the statement runs with.

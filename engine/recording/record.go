@@ -21,7 +21,8 @@ type Type string
 const (
 	TypeSessionStart      Type = "session_start"
 	TypeStatement         Type = "statement"
-	TypeBind              Type = "bind" // parameter values of an extended-protocol execution (redaction none)
+	TypeBind              Type = "bind"      // parameter values of an extended-protocol execution (redaction none)
+	TypeConnected         Type = "connected" // the protocol handshake: database, user, TLS on both sides
 	TypeResult            Type = "result"
 	TypeSessionEnd        Type = "session_end"
 	TypeApprovalRequested Type = "approval_requested" // reserved for the approval stage

@@ -106,6 +106,12 @@ func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult 
 	return l.r.Append(ctx, TypeStatement, l.ID, st)
 }
 
+// Connected records the session's handshake. It does not wait: the
+// session's first statement, recorded after it, waits for both.
+func (l *SessionLog) Connected(c *Connected) {
+	l.r.Enqueue(TypeConnected, l.ID, c)
+}
+
 // Bind records the parameter values of an execution and returns once the
 // record is durable (or failed), like Statement.
 func (l *SessionLog) Bind(ctx context.Context, b *Bind) error {

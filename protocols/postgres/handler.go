@@ -107,6 +107,9 @@ func (h *Handler) Serve(ctx context.Context, s *engine.Session, client net.Conn)
 		return err
 	}
 	client.SetDeadline(time.Time{})
+	if co, ok := h.cfg.Observer.(ConnObserver); ok {
+		co.Connected(s, &ConnEvent{Database: up.database, DBUser: up.dbUser, Auth: authMode(target), AgentTLS: tlsVersion(cc.conn), TargetTLS: tlsVersion(up.conn)})
+	}
 	sess := newSession(h, s, cc, up, target)
 	defer func() {
 		sess.close()
@@ -136,4 +139,12 @@ type clientConn struct {
 func (c *clientConn) fatal(code, msg string) {
 	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	c.w.send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+}
+
+// tlsVersion names the TLS version of c, "" when c is not TLS.
+func tlsVersion(c net.Conn) string {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tls.VersionName(tc.ConnectionState().Version)
+	}
+	return ""
 }

@@ -83,6 +83,19 @@ type MaskedCounter interface {
 	Masked(s *engine.Session, n int64)
 }
 
+// ConnObserver is implemented by observers that note the session's
+// handshake (the recording stage); the session calls Connected once, after
+// the handshake with both sides and before the first statement.
+type ConnObserver interface {
+	Connected(s *engine.Session, c *ConnEvent)
+}
+
+// ConnEvent describes a session's connections once both are up.
+type ConnEvent struct {
+	Database, DBUser, Auth string
+	AgentTLS, TargetTLS    string // TLS versions ("TLS 1.3"), "" without TLS
+}
+
 // Binder is implemented by observers that see the parameter values of
 // extended-protocol executions (the recording stage, with redaction none).
 // The session calls Bound for every Bind of an allowed statement before it

@@ -64,6 +64,15 @@ func (os Observers) Masked(s *engine.Session, n int64) {
 	}
 }
 
+// Connected implements ConnObserver for the observers that do.
+func (os Observers) Connected(s *engine.Session, c *ConnEvent) {
+	for _, o := range os {
+		if co, ok := o.(ConnObserver); ok {
+			co.Connected(s, c)
+		}
+	}
+}
+
 // Bound implements Binder for the observers that do; the first error
 // refuses the execution.
 func (os Observers) Bound(ctx context.Context, s *engine.Session, ev *BindEvent) error {

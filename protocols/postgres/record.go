@@ -58,6 +58,13 @@ func (o *Recorder) Decided(ctx context.Context, s *engine.Session, ev *Statement
 	return l.Statement(ctx, st, awaits)
 }
 
+// Connected implements ConnObserver.
+func (o *Recorder) Connected(s *engine.Session, c *ConnEvent) {
+	if l, err := o.rec.Session(s); err == nil {
+		l.Connected(&recording.Connected{Database: c.Database, DBUser: c.DBUser, Auth: c.Auth, AgentTLS: c.AgentTLS, TargetTLS: c.TargetTLS})
+	}
+}
+
 // Bound implements Binder: with redaction none the values an execution
 // binds are recorded before it is forwarded (they are the data it runs
 // with); with any other redaction they are not recorded at all.

@@ -345,3 +345,45 @@ func TestRecordingBindParameters(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordingConnected: each session records its handshake: the database
+// and user the engine connected as, and TLS toward the agent and the
+// target, before its first statement; replay shows it.
+func TestRecordingConnected(t *testing.T) {
+	e := setupPG(t, "")
+	dsn := fmt.Sprintf("postgres://agent:x@127.0.0.1:%d/postgres?sslmode=require", e.pg.Port)
+	if out, err := psqlIn(t, e.analyst, dsn, "-c", "select 1"); err != nil {
+		t.Fatalf("psql with sslmode=require: %v\n%s", err, out)
+	}
+	var conns []recording.Connected
+	firstStatement, connectedAt := -1, -1
+	for i, rec := range exportRecords(t, e) {
+		switch rec.Type {
+		case recording.TypeConnected:
+			var c recording.Connected
+			if err := rec.Decode(&c); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+			connectedAt = i
+		case recording.TypeStatement:
+			if firstStatement < 0 {
+				firstStatement = i
+			}
+		}
+	}
+	if len(conns) != 1 || !strings.HasPrefix(conns[0].AgentTLS, "TLS 1.") || conns[0].TargetTLS != "" || conns[0].Database != "postgres" || conns[0].DBUser == "" || conns[0].Auth != "inject" {
+		t.Fatalf("connected records %+v: want one, TLS toward the agent, none toward the target (the harness server has none)", conns)
+	}
+	if connectedAt > firstStatement {
+		t.Errorf("the connected record (%d) comes after the first statement (%d)", connectedAt, firstStatement)
+	}
+	list, _ := e.d.CLI("sessions", "list", "-o", "json")
+	var ss []recording.SessionSummary
+	if err := json.Unmarshal([]byte(list), &ss); err != nil || len(ss) != 1 {
+		t.Fatalf("sessions list: %v\n%s", err, list)
+	}
+	if replay, err := e.d.CLI("replay", ss[0].ID); err != nil || !strings.Contains(replay, "connected to database postgres") || !strings.Contains(replay, "TLS to the agent: TLS 1.") {
+		t.Errorf("replay: %v\n%s", err, replay)
+	}
+}
