@@ -124,6 +124,28 @@ func (p *replayPrinter) print(r *recording.Record) {
 		r.Decode(&ev)
 		fmt.Fprintf(p.w, "%s  connected to database %s as %s (%s); TLS to the agent: %s, to the target: %s\n",
 			off, orDash(ev.Database), orDash(ev.DBUser), orDash(ev.Auth), orWord(ev.AgentTLS, "none"), orWord(ev.TargetTLS, "none"))
+	case recording.TypeApprovalRequested:
+		var ev struct {
+			recording.ApprovalRequested
+			ID string `json:"id"`
+		}
+		r.Decode(&ev)
+		fmt.Fprintf(p.w, "%s    approval requested: rule %s, approvers %s (request %s)\n", off, orDash(ev.Rule), orDash(strings.Join(ev.Approvers, ",")), ev.ID)
+	case recording.TypeApprovalDecided:
+		var ev struct {
+			recording.ApprovalDecided
+			Outcome string `json:"outcome"`
+		}
+		r.Decode(&ev)
+		outcome := ev.Outcome
+		if outcome == "" {
+			outcome = map[bool]string{true: "approved", false: "denied"}[ev.Approved]
+		}
+		what := fmt.Sprintf("%s by %s", outcome, orDash(ev.By))
+		if ev.Comment != "" {
+			what += ": " + ev.Comment
+		}
+		fmt.Fprintf(p.w, "%s    approval %s\n", off, what)
 	case recording.TypeBind:
 		var ev recording.Bind
 		r.Decode(&ev)

@@ -273,6 +273,9 @@ func TestApprovals(t *testing.T) {
 			out, err := h.d.CLI("replay", reqs[0].Session, "-o", "json")
 			t.Errorf("recording lacks the approval events: %v\n%s", err, out)
 		}
+		if out, err := h.d.CLI("replay", reqs[0].Session); err != nil || !strings.Contains(out, "approval requested: rule ") || !strings.Contains(out, "approval approved by local:root: ticket 42") {
+			t.Errorf("replay does not show the approval readably: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("denied", func(t *testing.T) {
