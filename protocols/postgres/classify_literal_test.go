@@ -32,6 +32,10 @@ func TestLiteralKey(t *testing.T) {
 		{"select 'it''s ; -- not /* a comment', 3", "select 'it''s ; -- not /* a comment', 0", "select 'it''s ; -- not /* a comment', 3"},
 		{"select 5 /5", "select 0 /0", "select 5 /5"},
 		{"select é, 5", "select é, 0", "select é, 5"},
+		// An exponent's digits: the constant stays a float (FCONST) whatever
+		// they are, and the walker flags every float it reads.
+		{"select 1e+5, 2E-7", "select 1e+0, 2E-0", "select 1e+5, 2E-7"},
+		{"select 5!=6, 5<>-6, 5 !- 6", "select 0!=0, 0<>-0, 0 !- 0", "select 5!=6, 5<>-6, 5 !- 6"},
 
 		// Kept: not integers on their own, or too long to be sure.
 		{"select t1, x_2, _3", "", ""},
@@ -46,6 +50,8 @@ func TestLiteralKey(t *testing.T) {
 		{"select a$1", "", ""},
 		{"select é5", "", ""},
 		{"select 1..2", "", ""},
+		{"select $1_0, $1a", "", ""},
+		{"select 1_0e5, 0x_1", "", ""},
 		{"select 1.5, 2", "select 1.5, 0", "select 1.5, 2"},
 		{"select 1234567890, 2", "select 1234567890, 0", "select 1234567890, 2"},
 
@@ -213,6 +219,21 @@ func literalCorpus(t testing.TB) []string {
 		"CLUSTER (VERBOSE 0) t",
 		"SAVEPOINT s1",
 		"SELECT xmlserialize(document '<a/>' as text indent)",
+		// Lexer edge cases next to normalized digits.
+		"EXPLAIN (ANALYZE 1e+0) DELETE FROM orders",
+		"SET statement_timeout = 1e+3",
+		"SELECT 1e+5, 2E-7, -3e+2 FROM orders",
+		"SELECT 5::numeric(10, 2), 'x'::varchar(5), 5::int4, interval '1' second(3) FROM orders",
+		"SELECT 5!=6, 5<>-6, 5 !- 6, 2 ^ 3, |/ 16, @ -5 FROM orders",
+		"SELECT \"t1\".\"c2\", a[1][2:3] FROM t1 WHERE b = 4 AND c IN (5, 6)",
+		"SELECT $1::int + 5, $2 * 6 FROM orders WHERE id = 7",
+		"SAVEPOINT s5",
+		"ROLLBACK TO SAVEPOINT s5",
+		"PREPARE p5 (int) AS DELETE FROM orders WHERE id = $1 AND n = 6",
+		"EXECUTE p5(6)",
+		"DEALLOCATE p5",
+		"PREPARE TRANSACTION 'gid5'",
+		"SELECT 5 FROM orders FOR UPDATE OF orders SKIP LOCKED LIMIT 6",
 	)
 }
 

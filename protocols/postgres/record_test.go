@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/recording"
 )
 
@@ -270,5 +272,43 @@ func TestBindRecordValues(t *testing.T) {
 	b = bindRecord(&BindEvent{Params: [][]byte{big, []byte("more")}})
 	if !b.Truncated || len(*b.Params[0])+len(*b.Params[1]) > recording.MaxText {
 		t.Errorf("values over MaxText in all are not cut: truncated %v, %d bytes", b.Truncated, len(*b.Params[0])+len(*b.Params[1]))
+	}
+}
+
+// failingBinder decides every statement but cannot record a Bind.
+type failingBinder struct{ nopObserver }
+
+func (failingBinder) Bound(context.Context, *engine.Session, *BindEvent) error {
+	return errors.New("store is down")
+}
+
+// TestBindRecordFailureRefuses: when a Bind's values cannot be recorded,
+// the server gets a Bind of a statement that cannot exist, without the
+// values, and the agent the refusal; the session goes on.
+func TestBindRecordFailureRefuses(t *testing.T) {
+	ps := newPipeSessionWith(t, Config{Observer: failingBinder{}})
+	ps.send(t,
+		&pgproto3.Parse{Name: "s1", Query: "select * from orders where id = $1"},
+		&pgproto3.Bind{PreparedStatement: "s1", DestinationPortal: "p1", Parameters: [][]byte{[]byte("secret-value")}},
+		&pgproto3.Execute{Portal: "p1"},
+		&pgproto3.Sync{})
+	if p := ps.serverReceive(t).(*pgproto3.Parse); p.Name != "s1" || p.Query != "select * from orders where id = $1" {
+		t.Fatalf("allowed parse forwarded as %#v", p)
+	}
+	b := ps.serverReceive(t).(*pgproto3.Bind)
+	if !strings.HasPrefix(b.PreparedStatement, "interlock_blocked_") || b.DestinationPortal != "p1" || len(b.Parameters) != 0 {
+		t.Fatalf("unrecorded bind forwarded as %#v", b)
+	}
+	ps.serverReceive(t) // Execute
+	ps.serverReceive(t) // Sync
+	ps.serverSend(t, &pgproto3.ParseComplete{},
+		&pgproto3.ErrorResponse{Severity: "ERROR", Code: "26000", Message: `prepared statement "` + b.PreparedStatement + `" does not exist`},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	ps.agentReceive(t) // ParseComplete
+	if e, ok := ps.agentReceive(t).(*pgproto3.ErrorResponse); !ok || e.Code != "42501" || !strings.Contains(e.Message, "could not be recorded") {
+		t.Fatalf("agent got %#v", e)
+	}
+	if _, ok := ps.agentReceive(t).(*pgproto3.ReadyForQuery); !ok {
+		t.Fatal("no ReadyForQuery after the refusal")
 	}
 }
