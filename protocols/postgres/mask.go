@@ -122,7 +122,8 @@ type maskState struct {
 
 // expect is a request the server has yet to answer.
 type expect struct {
-	kind    byte // the client message: 'Q' 'P' 'B' 'D' 'E' 'C' 'S' 'F'
+	kind    byte         // the client message: 'Q' 'P' 'B' 'D' 'E' 'C' 'S' 'F'
+	parsed  *atomic.Bool // Parse: set when the server confirms it
 	mask    *masking.Masker
 	portal  *portal // Describe portal, Execute
 	swallow bool    // an injected Describe: the agent never sees its answer
@@ -220,7 +221,8 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker,
 	case *pgproto3.Query:
 		ms.push(&expect{kind: 'Q', mask: mask, copies: copies})
 	case *pgproto3.Parse:
-		ms.push(&expect{kind: 'P'})
+		ms.push(&expect{kind: 'P', parsed: ss.parsing})
+		ss.parsing = nil
 	case *pgproto3.Bind:
 		ms.push(&expect{kind: 'B'})
 	case *pgproto3.Describe:
@@ -357,6 +359,9 @@ func (ms *maskState) step(typ byte) (maskAction, *expect) {
 		case 'E':
 			ms.skipToSync()
 		default: // '1' '2' '3'
+			if typ == '1' && e.parsed != nil {
+				e.parsed.Store(true)
+			}
 			ms.cur = nil
 		}
 	case 'D':

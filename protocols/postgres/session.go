@@ -57,6 +57,8 @@ type session struct {
 	// clientLoop only.
 	prepared   map[string]policy.Operation // SQL-level PREPARE name → operation
 	parsed     map[string]parsedStmt       // protocol-level statement name → state
+	syncs      int64                       // Syncs forwarded
+	parsing    *atomic.Bool                // set by parse for the Parse being forwarded
 	nextMask   *masking.Masker             // the mask of the Query being forwarded
 	nextCopies []*copyOut                  // and its COPY … TO STDOUT statements
 
@@ -66,6 +68,13 @@ type session struct {
 }
 
 type parsedStmt struct {
+	// syncs is the session's Sync count when the Parse was forwarded, and
+	// done is set by the server loop when the server confirmed it
+	// (ParseComplete; masked sessions only). A Bind in the same pipeline
+	// segment (no Sync since) binds this statement or is skipped with it;
+	// after a Sync, only a confirmed Parse says what the name holds.
+	syncs   int64
+	done    *atomic.Bool
 	blocked *pgproto3.ErrorResponse
 	mask    *masking.Masker // masks the results of its portals
 	copy    *copyOut        // a masked COPY … TO STDOUT
@@ -98,6 +107,12 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	}
 	ss.txStatus.Store(uint32(up.txStatus))
 	return ss
+}
+
+// known reports whether the server holds this statement under its name,
+// for a Bind sent after syncs Syncs.
+func (p parsedStmt) known(syncs int64) bool {
+	return p.syncs == syncs || (p.done != nil && p.done.Load())
 }
 
 func (ss *session) close() {
@@ -175,6 +190,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Describe, *pgproto3.CopyData:
 			err = ss.forward(m)
 		case *pgproto3.Sync:
+			ss.syncs++
 			ss.inFlight.Add(1)
 			err = ss.forward(m)
 			flush = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -179,13 +180,19 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		// statement table.
 		for i := range cl.Statements {
 			st := &cl.Statements[i]
+			// SQL PREPARE and DEALLOCATE share the server's namespace
+			// with protocol-level statements: what Interlock knew of a
+			// Parse by that name no longer says what a Bind of it runs.
 			switch {
 			case st.Prepare != "":
 				ss.prepared[st.Prepare] = st.Op
+				delete(ss.parsed, st.Prepare)
 			case st.Deallocate == "*":
 				clear(ss.prepared)
+				clear(ss.parsed)
 			case st.Deallocate != "":
 				delete(ss.prepared, st.Deallocate)
+				delete(ss.parsed, st.Deallocate)
 			}
 		}
 	}
@@ -313,7 +320,10 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
 		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
 	}
-	ss.parsed[m.Name] = parsedFrom(d, m.Query, pol)
+	ps := parsedFrom(d, m.Query, pol)
+	ps.syncs, ps.done = ss.syncs, new(atomic.Bool)
+	ss.parsed[m.Name] = ps
+	ss.parsing = ps.done // expectFor hands it to the server loop
 	return ss.forward(m)
 }
 
@@ -337,11 +347,15 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 	if d.terminate != nil {
 		return p, ss.terminate(d.terminate)
 	}
+	// The server still holds the same statement: what Interlock knows of
+	// that carries over.
+	syncs, done := p.syncs, p.done
 	if d.refuse != nil {
 		p = parsedStmt{blocked: d.refuse}
 	} else {
 		p = parsedFrom(d, p.query, pol)
 	}
+	p.syncs, p.done = syncs, done
 	ss.parsed[name] = p
 	return p, nil
 }
@@ -358,15 +372,23 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 		}
 	}
 	if ss.ms != nil {
-		// The portal's results are masked like its statement's.
-		ss.ms.bindPortal(m.DestinationPortal, &portal{mask: p.mask, copy: p.copy})
+		// The portal's results are masked like its statement's, when
+		// Interlock knows which statement the server holds by that name.
+		// Otherwise (a name from SQL PREPARE, or a Parse the server
+		// rejected or skipped after an error, so that an older statement
+		// may answer to the name) with every mask the session can get.
+		pt := &portal{mask: p.mask, copy: p.copy}
+		if !ok || !p.known(ss.syncs) {
+			pt = &portal{mask: ss.ms.any.Load()}
+		}
+		ss.ms.bindPortal(m.DestinationPortal, pt)
 	}
 	if ok && p.blocked != nil {
 		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
 	}
 	if b, isBinder := ss.h.cfg.Observer.(Binder); isBinder {
 		ev := BindEvent{Statement: m.PreparedStatement, Portal: m.DestinationPortal, Params: m.Parameters, Formats: m.ParameterFormatCodes}
-		if ok {
+		if ok && (ss.ms == nil || p.known(ss.syncs)) {
 			ev.Text = p.query
 		}
 		if err := b.Bound(ctx, ss.s, &ev); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,15 @@ type PgxStep struct {
 	// TimeoutMS cancels the step's context after this long (pgx then sends
 	// a CancelRequest).
 	TimeoutMS int `json:"timeout_ms,omitempty"`
+	// Prepared binds and executes this named prepared statement with Args
+	// (as text) without parsing it first: Bind, Describe, Execute, Sync.
+	Prepared string `json:"prepared,omitempty"`
+	// Parse prepares SQL under this statement name (Parse, Describe,
+	// Sync) without executing it.
+	Parse string `json:"parse,omitempty"`
+	// SkipParse sends, in one pipeline, a Parse that fails and then a
+	// Parse of SQL as the unnamed statement (which the server skips).
+	SkipParse bool `json:"skip_parse,omitempty"`
 }
 
 // PgxResult is what one step returned.
@@ -109,6 +119,49 @@ func runStep(ctx context.Context, conn *pgx.Conn, s PgxStep) (res PgxResult) {
 		return res
 	}
 	switch {
+	case s.SkipParse:
+		pl := conn.PgConn().StartPipeline(ctx)
+		pl.SendPrepare("bad", "select * from no_such_table", nil)
+		pl.SendPrepare("", s.SQL, nil)
+		pl.SendPipelineSync()
+		pl.Flush()
+		for {
+			r, err := pl.GetResults()
+			if err != nil {
+				res.Message += err.Error() + "; "
+			}
+			if _, ok := r.(*pgconn.PipelineSync); ok {
+				break
+			}
+			if r == nil && err == nil {
+				break
+			}
+		}
+		pl.Close()
+		return res
+	case s.Parse != "":
+		if _, err := conn.PgConn().Prepare(ctx, strings.TrimPrefix(s.Parse, "-"), s.SQL, nil); err != nil {
+			return fail(err)
+		}
+		return res
+	case s.Prepared != "":
+		params := make([][]byte, len(s.Args))
+		for i, a := range s.Args {
+			params[i] = []byte(fmt.Sprint(a))
+		}
+		rr := conn.PgConn().ExecPrepared(ctx, strings.TrimPrefix(s.Prepared, "-"), params, nil, nil).Read()
+		for _, row := range rr.Rows {
+			out := make([]string, len(row))
+			for i, v := range row {
+				out[i] = string(v)
+			}
+			res.Rows = append(res.Rows, out)
+		}
+		if rr.Err != nil {
+			return fail(rr.Err)
+		}
+		res.Tag = rr.CommandTag.String()
+		return res
 	case s.CopyTable != "":
 		n, err := conn.CopyFrom(ctx, pgx.Identifier{s.CopyTable}, s.CopyColumns, pgx.CopyFromRows(s.CopyRows))
 		if err != nil {

@@ -1,0 +1,46 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/interlockhq/interlock/test/harness"
+)
+
+// TestMaskingBindOfReusedName: a statement name the server still holds
+// must not be bound with the mask of a later statement of that name.
+func TestMaskingBindOfReusedName(t *testing.T) {
+	e := setupMaskPG(t)
+	const q = "select id, email, card, ssn, iban, phone, token, note from customers order by id"
+	for name, steps := range map[string][]harness.PgxStep{
+		"sql prepare": {
+			{SQL: "prepare leak as " + q, Mode: "simple"},
+			{Prepared: "leak"},
+		},
+		"parse twice": {
+			{Parse: "leak", SQL: q},
+			{Parse: "leak", SQL: "select 1, 2, 3, 4, 5, 6, 7, 8"},
+			{Prepared: "leak"},
+		},
+		"skipped unnamed parse": {
+			{Parse: "-", SQL: q},
+			{SkipParse: true, SQL: "select 1, 2, 3, 4, 5, 6, 7, 8"},
+			{Prepared: "-"},
+		},
+		"deallocate and prepare": {
+			{Parse: "leak", SQL: "select 1, 2, 3, 4, 5, 6, 7, 8"},
+			{SQL: "deallocate leak", Mode: "simple"},
+			{SQL: "prepare leak as " + q, Mode: "simple"},
+			{Prepared: "leak"},
+		},
+	} {
+		connErr, res := harness.RunPgx(t, e.analyst, e.agentDSN(), steps...)
+		if connErr != "" {
+			t.Fatalf("connect: %s", connErr)
+		}
+		for i, r := range res {
+			t.Logf("%s: step %d: %+v", name, i, r)
+		}
+		checkMasked(t, name, fmt.Sprint(res[len(res)-1].Rows))
+	}
+}
