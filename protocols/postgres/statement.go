@@ -365,6 +365,14 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 // exist there, so the Bind is pointed at a name that cannot.
 func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	p, ok := ss.parsed[m.PreparedStatement]
+	if _, sqlPrepared := ss.prepared[m.PreparedStatement]; !ok && !sqlPrepared {
+		// Every statement the server holds for this session came through
+		// Interlock, by Parse or SQL PREPARE: a name it does not know was
+		// closed or deallocated, and binding it could only reach a
+		// statement whose Close the server skipped after an error.
+		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(refusal(
+			fmt.Sprintf("prepared statement %q is not known to Interlock (closed or deallocated)", m.PreparedStatement), ""))})
+	}
 	if ok {
 		var err error
 		if p, err = ss.redecide(ctx, m.PreparedStatement, p); err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/interlockhq/interlock/test/harness"
@@ -42,5 +43,25 @@ func TestMaskingBindOfReusedName(t *testing.T) {
 			t.Logf("%s: step %d: %+v", name, i, r)
 		}
 		checkMasked(t, name, fmt.Sprint(res[len(res)-1].Rows))
+	}
+}
+
+// TestBindOfUnknownNameRefused: a Bind of a name Interlock does not know
+// (here deallocated) is refused by Interlock itself, and the session goes on.
+func TestBindOfUnknownNameRefused(t *testing.T) {
+	e := setupMaskPG(t)
+	connErr, res := harness.RunPgx(t, e.analyst, e.agentDSN(),
+		harness.PgxStep{Parse: "gone", SQL: "select 1, 2, 3, 4, 5, 6, 7, 8"},
+		harness.PgxStep{SQL: "deallocate gone", Mode: "simple"},
+		harness.PgxStep{Prepared: "gone"},
+		harness.PgxStep{SQL: "select 42", Mode: "simple"})
+	if connErr != "" {
+		t.Fatalf("connect: %s", connErr)
+	}
+	if len(res) != 4 || res[2].Code != "42501" || !strings.Contains(res[2].Message, "not known to Interlock") {
+		t.Fatalf("bind of a deallocated name: %+v", res)
+	}
+	if res[3].Err != "" || fmt.Sprint(res[3].Rows) != "[[42]]" {
+		t.Fatalf("the session is not usable after the refusal: %+v", res[3])
 	}
 }
