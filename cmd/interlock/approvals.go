@@ -331,9 +331,9 @@ requesting agent never can.`,
 	deny.MarkFlagRequired("reason")
 	cmd.AddCommand(
 		&cobra.Command{Use: "list", Short: "List pending requests", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return c.list(cmd.OutOrStdout()) }},
+			RunE: func(cmd *cobra.Command, _ []string) error { return c.list(c.out(cmd)) }},
 		&cobra.Command{Use: "show ID", Short: "Show one request", Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error { return c.show(cmd.OutOrStdout(), args[0]) }},
+			RunE: func(cmd *cobra.Command, args []string) error { return c.show(c.out(cmd), args[0]) }},
 		approve, deny,
 	)
 	return cmd
@@ -458,4 +458,13 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// out is where list and show print: agents' statement text is shown
+// terminal-safe unless JSON was asked for.
+func (c *approvalsClient) out(cmd *cobra.Command) io.Writer {
+	if c.output == "json" {
+		return cmd.OutOrStdout()
+	}
+	return termSafe{cmd.OutOrStdout()}
 }

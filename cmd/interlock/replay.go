@@ -41,6 +41,9 @@ that is still open until it ends. -o json prints the records themselves.`,
 				return err
 			}
 			p := &replayPrinter{w: cmd.OutOrStdout(), json: output == "json"}
+			if !p.json {
+				p.w = termSafe{p.w}
+			}
 			from := uint64(0)
 			for {
 				recs, err := recording.SessionRecords(ctx, st, start.Host, start.Session, from)

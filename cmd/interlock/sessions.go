@@ -59,7 +59,7 @@ how many statements it ran and how many were refused, and how it ended.`,
 				}
 				return enc.Encode(list)
 			}
-			printSessions(cmd.OutOrStdout(), list)
+			printSessions(termSafe{cmd.OutOrStdout()}, list)
 			return nil
 		},
 	}
