@@ -80,6 +80,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// no policy can allow changing them.
 			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: it would change how later statements are understood", "")
 		}
+		if name, ok := ss.maskLeak(&op); ok && ds[i].refuse == nil {
+			ds[i].refuse = refusal(name+" is not readable in a session whose results are masked: it holds values from table rows or other sessions' statements, which no mask covers", "")
+		}
 		if ds[i].refuse != nil && out.refuse == nil {
 			out.refuse = ds[i].refuse
 		}
@@ -208,6 +211,35 @@ func pinnedSetting(op *policy.Operation) (string, bool) {
 			continue
 		}
 		if _, pinned := pinnedParams[strings.ToLower(o.Name)]; pinned || o.Name == "*" {
+			return o.Name, true
+		}
+	}
+	return "", false
+}
+
+// maskLeakNames are catalog relations and functions whose rows carry data
+// values (planner statistics: most common values, histogram bounds) or
+// other sessions' statement text with its literals. A `pg_catalog.*` allow
+// rule, which clients need, would otherwise hand a masked column's values
+// out through them.
+var maskLeakNames = map[string]bool{
+	"pg_statistic": true, "pg_stats": true, "pg_stats_ext": true, "pg_stats_ext_exprs": true,
+	"pg_statistic_ext_data": true, "pg_stat_activity": true, "pg_stat_statements": true,
+	"pg_stat_get_activity": true, "pg_stat_get_backend_activity": true,
+}
+
+// maskLeak reports the first object of op in maskLeakNames when the
+// session is subject to masking.
+func (ss *session) maskLeak(op *policy.Operation) (string, bool) {
+	if ss.ms == nil || ss.ms.any.Load() == nil {
+		return "", false
+	}
+	for _, o := range op.Objects {
+		if o.Kind != policy.KindTable && o.Kind != policy.KindFunction {
+			continue
+		}
+		base := o.Name[strings.LastIndexByte(o.Name, '.')+1:]
+		if maskLeakNames[strings.ToLower(base)] {
 			return o.Name, true
 		}
 	}
