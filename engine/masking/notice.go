@@ -22,9 +22,9 @@ import (
 //     their identifiers);
 //   - "Failing row contains (…)": the row is redacted, since its values are
 //     not attributed to columns;
-//   - in the message, a quoted value after ': "' at its end (invalid input
-//     syntax …: "…") or in 'value "…" is out of range' is redacted, since a
-//     cast of a masked column fails with the column's value.
+//   - in the message, every quoted span is redacted (names too), since a
+//     cast of a masked column, or passing it to a function, fails with the
+//     column's value in one of many shapes.
 //
 // Other shapes (JSON parse errors' "Token … is invalid", PL/pgSQL contexts)
 // get the detectors only; a relay that must be strict can drop the detail
@@ -174,20 +174,37 @@ func (m *Masker) keyRule(cols []byte, table string) policy.Masker {
 	return best
 }
 
-// messageSpans finds the quoted values in a Message field.
+// messageSpans finds the quoted spans of a Message field. PostgreSQL
+// quotes both names and values in its messages, and casting or passing a
+// masked column to a function fails with its value in many shapes
+// (invalid input syntax …: "v", value "v" is out of range, relation "v"
+// does not exist (::regclass), unrecognized configuration parameter "v"
+// (current_setting), function "v" does not exist (::regproc), …): with
+// column rules, every quoted span is redacted, names included, rather than
+// trusting a list of shapes.
 func messageSpans(msg []byte) []span {
-	if k := bytes.Index(msg, []byte(`value "`)); k >= 0 {
-		vs := k + len(`value "`)
-		if e := bytes.Index(msg[vs:], []byte(`" is out of range`)); e >= 0 {
-			return []span{{vs, vs + e, policy.MaskerRedact, "value"}}
+	var spans []span
+	for i := 0; i < len(msg); {
+		a := bytes.IndexByte(msg[i:], '"')
+		if a < 0 {
+			break
 		}
-	}
-	if n := len(msg); n > 0 && msg[n-1] == '"' {
-		if k := bytes.Index(msg, []byte(`: "`)); k >= 0 && k+3 <= n-1 {
-			return []span{{k + 3, n - 1, policy.MaskerRedact, "value"}}
+		a += i
+		b := bytes.IndexByte(msg[a+1:], '"')
+		if b < 0 {
+			// An unterminated quote: redact to the end.
+			if a+1 < len(msg) {
+				spans = append(spans, span{a + 1, len(msg), policy.MaskerRedact, "value"})
+			}
+			break
 		}
+		b += a + 1
+		if b > a+1 {
+			spans = append(spans, span{a + 1, b, policy.MaskerRedact, "value"})
+		}
+		i = b + 1
 	}
-	return nil
+	return spans
 }
 
 // MaskPayload masks a NotificationResponse payload. A payload that is a JSON

@@ -30,8 +30,15 @@ func TestMaskErrorField(t *testing.T) {
 		{rules, 'D', "", "Partition key of the failing row contains (email) = (a@b.com).", `^Partition key of the failing row contains \(email\) = \(\[REDACTED:key\]\)\.$`},
 		{rules, 'M', "", `invalid input syntax for type integer: "123-45-6789"`, `^invalid input syntax for type integer: "\[REDACTED:value\]"$`},
 		{rules, 'M', "", `value "99999999999" is out of range for type integer`, `^value "\[REDACTED:value\]" is out of range for type integer$`},
-		{rules, 'M', "", `duplicate key value violates unique constraint "customers_email_key"`, `^duplicate key value violates unique constraint "customers_email_key"$`},
-		{rules, 'M', "", `relation "x" does not exist`, `^relation "x" does not exist$`},
+		// With column rules every quoted span of a message is redacted,
+		// names too: relation "v" does not exist is what casting a masked
+		// column to regclass reports (the constraint name stays in the
+		// error's own 'n' field).
+		{rules, 'M', "", `duplicate key value violates unique constraint "customers_email_key"`, `^duplicate key value violates unique constraint "\[REDACTED:value\]"$`},
+		{rules, 'M', "", `relation "ali" does not exist`, `^relation "\[REDACTED:value\]" does not exist$`},
+		{rules, 'M', "", `unrecognized configuration parameter "+1 (555) 123-4567"`, `^unrecognized configuration parameter "\[REDACTED:value\]"$`},
+		{rules, 'M', "", `function "a" and "b"`, `^function "\[REDACTED:value\]" and "\[REDACTED:value\]"$`},
+		{rules, 'M', "", `unterminated "abc`, `^unterminated "\[REDACTED:value\]$`},
 		// Detectors alone.
 		{detectors, 'D', "", "Key (email)=(a@b.com) already exists.", `^Key \(email\)=\(\[REDACTED:email\]\) already exists\.$`},
 		{detectors, 'D', "", "Failing row contains (1, a@b.com, 4111111111111111).", `^Failing row contains \(1, \[REDACTED:email\], \[REDACTED:card\]\)\.$`},
