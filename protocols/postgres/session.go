@@ -91,7 +91,7 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	ss := &session{
 		h: h, s: s, cc: cc, up: up, target: t,
 		upw:      h.bufs.writer(up.conn, upstreamBufSize),
-		sentinel: "interlock_blocked_" + hex.EncodeToString(nonce[:]) + "_",
+		sentinel: sentinelPrefix + hex.EncodeToString(nonce[:]) + "_",
 		pending:  map[string]*pgproto3.ErrorResponse{},
 		prepared: map[string]policy.Operation{},
 		parsed:   map[string]parsedStmt{},
@@ -108,6 +108,10 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	ss.txStatus.Store(uint32(up.txStatus))
 	return ss
 }
+
+// sentinelPrefix starts the name of the failing statement a refused one is
+// replaced with (a random nonce and a counter follow).
+const sentinelPrefix = "interlock_blocked_"
 
 // known reports whether the server holds this statement under its name,
 // for a Bind sent after syncs Syncs.

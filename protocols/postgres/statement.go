@@ -80,6 +80,11 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// no policy can allow changing them.
 			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: it would change how later statements are understood", "")
 		}
+		if ds[i].refuse == nil && strings.Contains(strings.ToLower(st.Text), sentinelPrefix) {
+			// The name a refused statement is replaced with: an agent that
+			// prepared a statement under it could make a refusal run it.
+			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, which Interlock uses for refused statements", "")
+		}
 		if name, ok := ss.maskLeak(&op); ok && ds[i].refuse == nil {
 			ds[i].refuse = refusal(name+" is not readable in a session whose results are masked: it holds values from table rows or other sessions' statements, which no mask covers", "")
 		}
@@ -343,6 +348,11 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 }
 
 func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
+	if strings.Contains(strings.ToLower(m.Name), sentinelPrefix) {
+		e := refusal("statement names may not start with "+sentinelPrefix+", which Interlock uses for refused statements", "")
+		ss.parsed[m.Name] = parsedStmt{blocked: e}
+		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(e)})
+	}
 	pol := ss.h.cfg.Policy()
 	d, _ := ss.decide(ctx, m.Query, PathExtended)
 	if d.terminate != nil {

@@ -65,3 +65,23 @@ func TestBindOfUnknownNameRefused(t *testing.T) {
 		t.Fatalf("the session is not usable after the refusal: %+v", res[3])
 	}
 }
+
+// TestSentinelNameRefused: a refused statement is replaced by one naming
+// interlock_blocked_<nonce>_<n>; an agent may not create a statement under
+// such a name (which a refusal would then run), by SQL PREPARE or by Parse.
+func TestSentinelNameRefused(t *testing.T) {
+	e := setupMaskPG(t)
+	out, err := psqlIn(t, e.analyst, e.agentDSN(), "-c", "prepare Interlock_Blocked_0011_1 as select 1")
+	if err == nil || !strings.Contains(out, "which Interlock uses for refused statements") {
+		t.Errorf("SQL PREPARE under the sentinel prefix: %v\n%s", err, out)
+	}
+	connErr, res := harness.RunPgx(t, e.analyst, e.agentDSN(),
+		harness.PgxStep{Parse: "interlock_blocked_0011_2", SQL: "select 1"},
+		harness.PgxStep{SQL: "select 42", Mode: "simple"})
+	if connErr != "" {
+		t.Fatalf("connect: %s", connErr)
+	}
+	if len(res) != 2 || res[0].Code != "42501" || fmt.Sprint(res[1].Rows) != "[[42]]" {
+		t.Errorf("Parse under the sentinel prefix: %+v", res)
+	}
+}
