@@ -221,8 +221,8 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker,
 	case *pgproto3.Query:
 		ms.push(&expect{kind: 'Q', mask: mask, copies: copies})
 	case *pgproto3.Parse:
-		ms.push(&expect{kind: 'P', parsed: ss.parsing})
-		ss.parsing = nil
+		// parse stored the entry just before forwarding this Parse.
+		ms.push(&expect{kind: 'P', parsed: ss.parsed[m.Name].done})
 	case *pgproto3.Bind:
 		ms.push(&expect{kind: 'B'})
 	case *pgproto3.Describe:

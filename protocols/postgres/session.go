@@ -58,7 +58,6 @@ type session struct {
 	prepared   map[string]policy.Operation // SQL-level PREPARE name → operation
 	parsed     map[string]parsedStmt       // protocol-level statement name → state
 	syncs      int64                       // Syncs forwarded
-	parsing    *atomic.Bool                // set by parse for the Parse being forwarded
 	nextMask   *masking.Masker             // the mask of the Query being forwarded
 	nextCopies []*copyOut                  // and its COPY … TO STDOUT statements
 
@@ -112,6 +111,17 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 // sentinelPrefix starts the name of the failing statement a refused one is
 // replaced with (a random nonce and a counter follow).
 const sentinelPrefix = "interlock_blocked_"
+
+// namesSentinel reports whether s contains sentinelPrefix in any letter
+// case, without copying s (it runs for every statement).
+func namesSentinel(s string) bool {
+	for i := 0; i+len(sentinelPrefix) <= len(s); i++ {
+		if (s[i]|0x20) == sentinelPrefix[0] && strings.EqualFold(s[i:i+len(sentinelPrefix)], sentinelPrefix) {
+			return true
+		}
+	}
+	return false
+}
 
 // known reports whether the server holds this statement under its name,
 // for a Bind sent after syncs Syncs.

@@ -80,7 +80,7 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// no policy can allow changing them.
 			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: it would change how later statements are understood", "")
 		}
-		if ds[i].refuse == nil && strings.Contains(strings.ToLower(st.Text), sentinelPrefix) {
+		if ds[i].refuse == nil && namesSentinel(st.Text) {
 			// The name a refused statement is replaced with: an agent that
 			// prepared a statement under it could make a refusal run it.
 			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, which Interlock uses for refused statements", "")
@@ -348,7 +348,7 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 }
 
 func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
-	if strings.Contains(strings.ToLower(m.Name), sentinelPrefix) {
+	if namesSentinel(m.Name) {
 		e := refusal("statement names may not start with "+sentinelPrefix+", which Interlock uses for refused statements", "")
 		ss.parsed[m.Name] = parsedStmt{blocked: e}
 		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(e)})
@@ -365,7 +365,6 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 	ps := parsedFrom(d, m.Query, pol)
 	ps.syncs, ps.done = ss.syncs, new(atomic.Bool)
 	ss.parsed[m.Name] = ps
-	ss.parsing = ps.done // expectFor hands it to the server loop
 	return ss.forward(m)
 }
 
