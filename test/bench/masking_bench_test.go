@@ -67,7 +67,7 @@ func BenchmarkMaskingSelect(b *testing.B) {
 	harness.RequirePrivileged(b)
 	psql, err := exec.LookPath("psql")
 	harness.Require(b, err == nil, "needs psql")
-	pgPrioritize(b)
+	prioritize(b)
 	pg := harness.StartPostgres(b)
 	rows := mbRows()
 	if out, err := exec.Command(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg.DSN("127.0.0.1"), "-c", fmt.Sprintf(mbTable, rows)).CombinedOutput(); err != nil {

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/interlockhq/interlock/test/harness"
 )
 
@@ -197,7 +195,7 @@ func pgInstall(b *testing.B, pkg string) {
 // relay without the PostgreSQL handler, for comparison).
 func pgNewEnv(b *testing.B, target, maint, raw netip.AddrPort, password, pgbench, psql string) *pgEnv {
 	b.Helper()
-	pgPrioritize(b)
+	prioritize(b)
 	e := &pgEnv{cg: harness.NewCgroups(b), target: target, maint: maint, password: password, pgbench: pgbench, psql: psql,
 		perfDir: os.Getenv("INTERLOCK_PGBENCH_PERF")}
 	e.plain = e.cg.Mkdir(b, "plain")
@@ -637,31 +635,6 @@ log_pooler_errors = 1
 		b.Fatalf("pgbouncer did not answer on %s:\n%s", addr, log)
 	}
 	return addr, cmd.Process.Pid
-}
-
-var pgReniced sync.Once
-
-// pgPrioritize runs this process, and every child started later (the
-// database, the daemon, PgBouncer and pgbench inherit it), at nice -20, so
-// that other work on a small shared machine disturbs every path alike and
-// less.
-func pgPrioritize(b *testing.B) {
-	pgReniced.Do(func() {
-		for range 2 { // a thread started during the first pass may have been missed
-			tasks, err := os.ReadDir("/proc/self/task")
-			if err != nil {
-				b.Logf("cannot renice: %v", err)
-				return
-			}
-			for _, t := range tasks {
-				tid, _ := strconv.Atoi(t.Name())
-				if err := unix.Setpriority(unix.PRIO_PROCESS, tid, -20); err != nil {
-					b.Logf("cannot renice thread %d to -20: %v", tid, err)
-					return
-				}
-			}
-		}
-	})
 }
 
 func pgQuantile(xs []float64, q float64) float64 {

@@ -40,7 +40,7 @@ import (
 // BenchmarkPgbench compares direct, Interlock and PgBouncer on loopback.
 func BenchmarkPgbench(b *testing.B) {
 	pgbench, psql := pgRequire(b, true)
-	pgPrioritize(b)
+	prioritize(b)
 	pg := harness.StartPostgres(b)
 	server := netip.MustParseAddrPort(pg.Addr())
 	// The harness server also listens on 127.0.0.2: the same database as
@@ -66,7 +66,7 @@ func BenchmarkPgbench(b *testing.B) {
 func BenchmarkPgbenchNetwork(b *testing.B) {
 	const delay = 500 * time.Microsecond
 	pgbench, psql := pgRequire(b, false)
-	pgPrioritize(b)
+	prioritize(b)
 	ns := harness.NewNetns(b)
 	pg := harness.StartPostgresIn(b, ns)
 	server := netip.MustParseAddrPort(pg.Addr())
