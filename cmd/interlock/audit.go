@@ -42,6 +42,20 @@ func openRecordingStore(ctx context.Context, cfg *Config, write bool) (recording
 	})
 }
 
+// readRecording loads the configuration and opens its store for reading,
+// as every CLI verb that reads the recording does.
+func readRecording(ctx context.Context, load func() (*Config, error)) (*Config, recording.Store, error) {
+	cfg, err := load()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openRecordingStore(ctx, cfg, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, st, nil
+}
+
 // readHost is the chain the CLI reads by default: a files store has one
 // (""); in the shared store it is this host's, unless --host says.
 func readHost(cfg *Config, flag string) string {
@@ -82,19 +96,15 @@ By default the public key comes from the local signing key; --pubkey takes a PEM
 (from "interlock audit pubkey"), to verify on another machine or another host's chain.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load()
-			if err != nil {
-				return err
-			}
-			pub, err := loadPublicKey(cfg, pubkey)
-			if err != nil {
-				return err
-			}
-			st, err := openRecordingStore(cmd.Context(), cfg, false)
+			cfg, st, err := readRecording(cmd.Context(), load)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			pub, err := loadPublicKey(cfg, pubkey)
+			if err != nil {
+				return err
+			}
 			rep, err := recording.Verify(cmd.Context(), st, recording.VerifyOptions{Host: readHost(cfg, host), From: from, PublicKey: pub})
 			if recording.IsBadRecord(err) {
 				return &exitError{code: 1, err: fmt.Errorf("audit verify: FAILED at %w", err)}
@@ -155,11 +165,7 @@ covers the line itself; see docs/recording.md), to standard output.`,
 			if format != "jsonl" {
 				return fmt.Errorf("--format %q: only jsonl is supported", format)
 			}
-			cfg, err := load()
-			if err != nil {
-				return err
-			}
-			st, err := openRecordingStore(cmd.Context(), cfg, false)
+			_, st, err := readRecording(cmd.Context(), load)
 			if err != nil {
 				return err
 			}

@@ -26,11 +26,7 @@ from "interlock sessions list", or a unique prefix of it. --follow keeps printin
 that is still open until it ends. -o json prints the records themselves.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := load()
-			if err != nil {
-				return err
-			}
-			st, err := openRecordingStore(cmd.Context(), cfg, false)
+			_, st, err := readRecording(cmd.Context(), load)
 			if err != nil {
 				return err
 			}

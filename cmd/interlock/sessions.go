@@ -34,11 +34,7 @@ func newSessionsListCmd(load func() (*Config, error)) *cobra.Command {
 how many statements it ran and how many were refused, and how it ended.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load()
-			if err != nil {
-				return err
-			}
-			st, err := openRecordingStore(cmd.Context(), cfg, false)
+			_, st, err := readRecording(cmd.Context(), load)
 			if err != nil {
 				return err
 			}
