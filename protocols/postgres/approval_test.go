@@ -1,19 +1,15 @@
 package postgres
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/approvals"
 	"github.com/interlockhq/interlock/engine/policy"
 )
@@ -44,42 +40,12 @@ roles:
 // with the approval stage, starting in transaction state txStatus.
 func newApprovalSession(t *testing.T, txStatus byte) (*pipeSession, *approvals.Manager) {
 	t.Helper()
-	pol, err := policy.Parse("approval.yaml", []byte(approvalPolicy))
+	m, err := approvals.New(approvals.Config{Host: "test", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m, err := approvals.New(approvals.Config{Host: "test", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	polf := func() *policy.Policy { return pol }
-	h, err := NewHandler(Config{Policy: polf, MaxMessageSize: 4096, Log: log, Observer: Observers{NewApprovals(m, "parameters", polf)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentEnd, engineClient := net.Pipe()
-	serverEnd, engineUp := net.Pipe()
-	s := engine.NewSession(engine.Identity{Agent: "writer", Target: "db", Protocol: "postgres",
-		OrigDst: netip.MustParseAddrPort("127.0.0.1:5432")}, log)
-	target, _ := pol.Target("db")
-	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: txStatus, params: map[string]string{}}
-	ps := &pipeSession{
-		ss:    newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize, nil), up, target),
-		agent: agentEnd, server: serverEnd,
-		agentFE:  pgproto3.NewFrontend(agentEnd, agentEnd),
-		serverBE: pgproto3.NewBackend(serverEnd, serverEnd),
-		done:     make(chan error, 1),
-	}
-	go func() { ps.done <- ps.ss.run(context.Background()) }()
-	t.Cleanup(func() {
-		agentEnd.Close()
-		serverEnd.Close()
-		select {
-		case <-ps.done:
-		case <-time.After(5 * time.Second):
-			t.Error("session did not end")
-		}
+	ps := newPipeSessionAs(t, approvalPolicy, "writer", txStatus, Config{}, func(polf func() *policy.Policy) Observer {
+		return Observers{NewApprovals(m, "parameters", polf)}
 	})
 	return ps, m
 }

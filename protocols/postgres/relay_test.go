@@ -60,6 +60,14 @@ func newPipeSessionWith(t testing.TB, cfg Config) *pipeSession {
 // the rest of cfg as given (Policy, MaxMessageSize and Log are set here).
 func newPipeSessionFor(t testing.TB, policyText string, cfg Config) *pipeSession {
 	t.Helper()
+	return newPipeSessionAs(t, policyText, "analyst", 'I', cfg, nil)
+}
+
+// newPipeSessionAs builds a session of agent, starting in transaction
+// state txStatus; observer, when not nil, builds cfg.Observer from the
+// session's policy function.
+func newPipeSessionAs(t testing.TB, policyText, agent string, txStatus byte, cfg Config, observer func(func() *policy.Policy) Observer) *pipeSession {
+	t.Helper()
 	pol, err := policy.Parse("unit.yaml", []byte(policyText))
 	if err != nil {
 		t.Fatal(err)
@@ -69,16 +77,19 @@ func newPipeSessionFor(t testing.TB, policyText string, cfg Config) *pipeSession
 	cfg.Policy = current.Load
 	cfg.MaxMessageSize = 4096
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if observer != nil {
+		cfg.Observer = observer(cfg.Policy)
+	}
 	h, err := NewHandler(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	agentEnd, engineClient := net.Pipe()
 	serverEnd, engineUp := net.Pipe()
-	s := engine.NewSession(engine.Identity{Agent: "analyst", Target: "db", Protocol: "postgres",
+	s := engine.NewSession(engine.Identity{Agent: agent, Target: "db", Protocol: "postgres",
 		OrigDst: netip.MustParseAddrPort("127.0.0.1:5432")}, h.cfg.Log)
 	target, _ := pol.Target("db")
-	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: 'I', params: map[string]string{}}
+	up := &upstream{conn: engineUp, r: bufio.NewReader(engineUp), txStatus: txStatus, params: map[string]string{}}
 	ps := &pipeSession{
 		policy: &current,
 		ss:     newSession(h, s, newClientConn(engineClient, h.cfg.MaxMessageSize, nil), up, target),
