@@ -3,12 +3,9 @@ package approvals
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/interlockhq/interlock/test/harness"
 )
@@ -20,15 +17,7 @@ func TestPostgresStoreAcrossHosts(t *testing.T) {
 	harness.RequirePrivileged(t)
 	pg := harness.StartPostgres(t)
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, pg.DSN("127.0.0.1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE approvals"); err != nil {
-		t.Fatal(err)
-	}
-	dsn := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/approvals?sslmode=disable", pg.Password, pg.Port)
+	dsn := pg.CreateDatabase(t, "approvals")
 	open := func(host string) *Manager {
 		st, err := OpenPostgres(ctx, dsn, 5*time.Second, quietLog())
 		if err != nil {

@@ -26,11 +26,7 @@ func TestPostgresStore(t *testing.T) {
 	defer admin.Close(ctx)
 	var n atomic.Int64
 	kind := storeKind{name: "postgres", open: func(t *testing.T) (Store, func() Store, tamperer) {
-		db := fmt.Sprintf("rec_%d", n.Add(1))
-		if _, err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
-			t.Fatal(err)
-		}
-		dsn := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/%s?sslmode=disable", pg.Password, pg.Port, db)
+		dsn := pg.CreateDatabase(t, fmt.Sprintf("rec_%d", n.Add(1)))
 		open := func() Store {
 			st, err := OpenPostgres(ctx, PostgresConfig{DSN: dsn})
 			if err != nil {
@@ -41,11 +37,7 @@ func TestPostgresStore(t *testing.T) {
 		}
 		return open(), open, &pgTamperer{dsn: dsn}
 	}, openDeferred: func(t *testing.T) (Store, func() Store) {
-		db := fmt.Sprintf("rec_%d", n.Add(1))
-		if _, err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
-			t.Fatal(err)
-		}
-		dsn := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/%s?sslmode=disable", pg.Password, pg.Port, db)
+		dsn := pg.CreateDatabase(t, fmt.Sprintf("rec_%d", n.Add(1)))
 		open := func(deferSync bool) Store {
 			st, err := OpenPostgres(ctx, PostgresConfig{DSN: dsn, DeferSync: deferSync})
 			if err != nil {

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Postgres is a throwaway PostgreSQL server on a loopback port.
@@ -99,6 +102,22 @@ func (pg *Postgres) DSN(host string) string {
 		host = "[" + host + "]"
 	}
 	return fmt.Sprintf("postgres://postgres:%s@%s:%d/postgres?sslmode=disable", pg.Password, host, pg.Port)
+}
+
+// CreateDatabase creates an empty database on the server and returns the
+// superuser's libpq URL for it (over IPv4 loopback).
+func (pg *Postgres) CreateDatabase(t testing.TB, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.DSN("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/%s?sslmode=disable", pg.Password, pg.Port, name)
 }
 
 // FreePort returns a currently free TCP port on loopback.
