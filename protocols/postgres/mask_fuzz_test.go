@@ -1,9 +1,7 @@
 package postgres
 
 import (
-	"io"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -35,17 +33,6 @@ func FuzzMaskedServerStream(f *testing.F) {
 		for range 7 { // the two queries, Parse, Bind, the injected Describe, Execute, Sync
 			ps.serverReceive(t)
 		}
-		go io.Copy(io.Discard, ps.server)
-		go io.Copy(io.Discard, ps.agent)
-		go func() {
-			ps.server.Write(data)
-			ps.server.Close()
-		}()
-		select {
-		case err := <-ps.done:
-			ps.done <- err
-		case <-time.After(5 * time.Second):
-			t.Fatal("session hangs on server input")
-		}
+		ps.feed(t, ps.server, data, "server")
 	})
 }

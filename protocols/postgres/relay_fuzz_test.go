@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/binary"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -30,19 +31,26 @@ func FuzzClientStream(f *testing.F) {
 	f.Add([]byte{'P', 0, 0, 0, 5, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ps := newPipeSession(t)
-		go io.Copy(io.Discard, ps.server)
-		go io.Copy(io.Discard, ps.agent)
-		go func() {
-			ps.agent.Write(data)
-			ps.agent.Close()
-		}()
-		select {
-		case err := <-ps.done:
-			ps.done <- err
-		case <-time.After(5 * time.Second):
-			t.Fatal("session hangs on client input")
-		}
+		ps.feed(t, ps.agent, data, "client")
 	})
+}
+
+// feed writes data from one end of ps (the agent's or the server's) and
+// closes it, discarding what the session sends to either, and fails if the
+// session has not ended 5 s later.
+func (ps *pipeSession) feed(t *testing.T, end net.Conn, data []byte, side string) {
+	go io.Copy(io.Discard, ps.server)
+	go io.Copy(io.Discard, ps.agent)
+	go func() {
+		end.Write(data)
+		end.Close()
+	}()
+	select {
+	case err := <-ps.done:
+		ps.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("session hangs on %s input", side)
+	}
 }
 
 // FuzzServerStream feeds arbitrary bytes as the server's answers.
@@ -55,16 +63,6 @@ func FuzzServerStream(f *testing.F) {
 	f.Add(binary.BigEndian.AppendUint32([]byte{'D'}, 1<<31))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ps := newPipeSession(t)
-		go io.Copy(io.Discard, ps.agent)
-		go func() {
-			ps.server.Write(data)
-			ps.server.Close()
-		}()
-		select {
-		case err := <-ps.done:
-			ps.done <- err
-		case <-time.After(5 * time.Second):
-			t.Fatal("session hangs on server input")
-		}
+		ps.feed(t, ps.server, data, "server")
 	})
 }
