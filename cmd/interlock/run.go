@@ -37,6 +37,9 @@ agent sessions until SIGINT/SIGTERM. SIGHUP reloads the policy. The pinned progr
 after exit: agent connections to targets are then refused until the daemon is back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := reexecForSysmon(); err != nil {
+				slog.Warn("the Go runtime's monitor keeps its deep sleep: each relayed request costs one more thread wake-up", "error", err)
+			}
 			cfg, err := load()
 			if err != nil {
 				return err

@@ -197,6 +197,24 @@ func TestAgentIsRedirectedAndIdentified(t *testing.T) {
 		t.Errorf("connections_total for analyst = %v, want 1", got)
 	}
 
+	t.Run("daemon runs with sysmon kept out of deep sleep", func(t *testing.T) {
+		// `run` re-executes itself (same pid) with GODEBUG=schedtrace:
+		// see cmd/interlock/sysmon.go; the benchmarks show its effect.
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", e.d.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+				if !strings.Contains(v, "schedtrace=") {
+					t.Errorf("daemon GODEBUG = %q, want schedtrace set", v)
+				}
+				return
+			}
+		}
+		t.Errorf("daemon environment has no GODEBUG")
+	})
+
 	t.Run("non-agent is not redirected", func(t *testing.T) {
 		before := e.d.Metric("interlock_kernel_verdicts_total", `verdict="redirected"`)
 		if out, err := e.psql(t, plain, "127.0.0.1", "select 1"); err != nil || out != "1" {
