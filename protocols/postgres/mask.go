@@ -221,8 +221,13 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker,
 	case *pgproto3.Query:
 		ms.push(&expect{kind: 'Q', mask: mask, copies: copies})
 	case *pgproto3.Parse:
-		// parse stored the entry just before forwarding this Parse.
-		ms.push(&expect{kind: 'P', parsed: ss.parsed[m.Name].done})
+		// parse stored the entry just before forwarding this Parse (under
+		// the agent's name; only the unnamed statement keeps it).
+		e := &expect{kind: 'P'}
+		if m.Name == "" {
+			e.parsed = ss.parsed[""].done
+		}
+		ms.push(e)
 	case *pgproto3.Bind:
 		ms.push(&expect{kind: 'B'})
 	case *pgproto3.Describe:

@@ -216,7 +216,7 @@ func TestBlockedParseAndBind(t *testing.T) {
 		&pgproto3.Execute{},
 		&pgproto3.Sync{})
 	p := ps.serverReceive(t).(*pgproto3.Parse)
-	if p.Name != "s1" || !strings.HasPrefix(p.Query, "interlock_blocked_") {
+	if !strings.HasPrefix(p.Name, stmtPrefix) || !strings.HasPrefix(p.Query, "interlock_blocked_") {
 		t.Fatalf("parse forwarded as %#v", p)
 	}
 	b := ps.serverReceive(t).(*pgproto3.Bind)
@@ -230,6 +230,111 @@ func TestBlockedParseAndBind(t *testing.T) {
 	if e := ps.agentReceive(t).(*pgproto3.ErrorResponse); e.Code != "42501" {
 		t.Fatalf("agent got %#v", e)
 	}
+}
+
+// TestNamedStatementsRenamed: every Parse of a named statement gets a new
+// server-side name, which Bind, Describe and Close of the agent's name use;
+// the unnamed statement and names Interlock does not know pass unchanged.
+func TestNamedStatementsRenamed(t *testing.T) {
+	ps := newPipeSession(t)
+	ps.send(t,
+		&pgproto3.Parse{Name: "s1", Query: "select * from orders"},
+		&pgproto3.Parse{Name: "s1", Query: "select id from orders"},
+		&pgproto3.Parse{Name: "", Query: "select 1"},
+		&pgproto3.Describe{ObjectType: 'S', Name: "s1"},
+		&pgproto3.Bind{PreparedStatement: "s1", DestinationPortal: "p"},
+		&pgproto3.Bind{PreparedStatement: ""},
+		&pgproto3.Describe{ObjectType: 'P', Name: "s1"},
+		&pgproto3.Close{ObjectType: 'S', Name: "s1"},
+		&pgproto3.Sync{})
+	first := ps.serverReceive(t).(*pgproto3.Parse).Name
+	second := ps.serverReceive(t).(*pgproto3.Parse).Name
+	if !strings.HasPrefix(first, stmtPrefix) || !strings.HasPrefix(second, stmtPrefix) || first == second {
+		t.Fatalf("named parses forwarded as %q and %q", first, second)
+	}
+	if p := ps.serverReceive(t).(*pgproto3.Parse); p.Name != "" {
+		t.Fatalf("unnamed parse forwarded as %q", p.Name)
+	}
+	if d := ps.serverReceive(t).(*pgproto3.Describe); d.Name != second {
+		t.Errorf("describe forwarded as %q, want the latest parse's %q", d.Name, second)
+	}
+	if b := ps.serverReceive(t).(*pgproto3.Bind); b.PreparedStatement != second || b.DestinationPortal != "p" {
+		t.Errorf("bind forwarded as %#v", b)
+	}
+	if b := ps.serverReceive(t).(*pgproto3.Bind); b.PreparedStatement != "" {
+		t.Errorf("unnamed bind forwarded as %#v", b)
+	}
+	if d := ps.serverReceive(t).(*pgproto3.Describe); d.Name != "s1" {
+		t.Errorf("portal describe forwarded as %q", d.Name)
+	}
+	if c := ps.serverReceive(t).(*pgproto3.Close); c.Name != second {
+		t.Errorf("close forwarded as %q", c.Name)
+	}
+	ps.serverReceive(t) // Sync
+	// Closed: a Bind of the name is Interlock's refusal, not the server's.
+	ps.send(t, &pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Sync{})
+	if b := ps.serverReceive(t).(*pgproto3.Bind); !strings.HasPrefix(b.PreparedStatement, sentinelPrefix) {
+		t.Errorf("bind of a closed name forwarded as %#v", b)
+	}
+}
+
+// TestSQLPrepareTable: a SQL PREPARE of a name the session may still hold
+// is refused, and a DEALLOCATE the server may skip leaves the name unsure
+// (EXECUTE refused) instead of forgotten.
+func TestSQLPrepareTable(t *testing.T) {
+	ps := newPipeSessionFor(t, strings.Replace(unitPolicy, "actions: [transaction]", "actions: [transaction, deallocate]", 1), Config{})
+	query := func(sql string) *pgproto3.Query {
+		t.Helper()
+		ps.send(t, &pgproto3.Query{String: sql})
+		return ps.serverReceive(t).(*pgproto3.Query)
+	}
+	answer := func(status byte) {
+		t.Helper()
+		ps.serverSend(t, &pgproto3.CommandComplete{CommandTag: []byte("X")}, &pgproto3.ReadyForQuery{TxStatus: status})
+		ps.agentReceive(t)
+		ps.agentReceive(t)
+	}
+	refused := func(q *pgproto3.Query, code string) {
+		t.Helper()
+		if !strings.HasPrefix(q.String, sentinelPrefix) {
+			t.Fatalf("forwarded %q, want a refusal", q.String)
+		}
+		ps.serverSend(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "` + q.String + `"`}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+		if e := ps.agentReceive(t).(*pgproto3.ErrorResponse); e.Code != code {
+			t.Fatalf("agent got %#v, want %s", e, code)
+		}
+		ps.agentReceive(t)
+	}
+	if q := query("prepare s as select id from orders"); strings.HasPrefix(q.String, sentinelPrefix) {
+		t.Fatal("first PREPARE refused")
+	}
+	answer('I')
+	refused(query("prepare s as select 1"), "42P05")
+	if q := query("execute s"); strings.HasPrefix(q.String, sentinelPrefix) {
+		t.Fatal("EXECUTE refused")
+	}
+	answer('I')
+	// In a failed transaction the server skips the DEALLOCATE.
+	query("begin")
+	answer('E')
+	query("deallocate s")
+	answer('E')
+	query("rollback")
+	answer('I')
+	refused(query("execute s"), "42501")
+	refused(query("prepare s as select 1"), "42P05")
+	// On its own, outside a failed transaction, it is certain.
+	query("deallocate s")
+	answer('I')
+	if q := query("prepare s as select 1"); strings.HasPrefix(q.String, sentinelPrefix) {
+		t.Fatal("PREPARE after a certain DEALLOCATE refused")
+	}
+	answer('I')
+	if q := query("deallocate s; prepare s as select 2"); strings.HasPrefix(q.String, sentinelPrefix) {
+		t.Fatal("DEALLOCATE and PREPARE in one query refused")
+	}
+	answer('I')
+	refused(query("select 1; deallocate s; prepare s as select 3"), "42P05")
 }
 
 func TestFunctionCallIsRefused(t *testing.T) {
@@ -320,5 +425,42 @@ func TestPreparedStatementRedecidedAfterReload(t *testing.T) {
 	ps.send(t, &pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	if b := ps.serverReceive(t).(*pgproto3.Bind); !strings.HasPrefix(b.PreparedStatement, "interlock_blocked_") {
 		t.Fatalf("bind after a stricter reload forwarded as %#v", b)
+	}
+}
+
+// TestUnconfirmedUnnamedStatementAfterReload: after a reload, the unnamed
+// statement of an earlier pipeline segment that the server never confirmed
+// (it may have skipped the Parse and still hold an older statement) is
+// refused rather than decided again on a text the server may not hold; one
+// of the same segment is decided again as usual.
+func TestUnconfirmedUnnamedStatementAfterReload(t *testing.T) {
+	ps := newPipeSession(t)
+	ps.send(t, &pgproto3.Parse{Query: "select * from orders"}, &pgproto3.Sync{})
+	ps.serverReceive(t) // Parse
+	ps.serverReceive(t) // Sync
+	same := strings.Replace(unitPolicy, "no drops", "no drops at all", 1)
+	reloaded, err := policy.Parse("unit.yaml", []byte(same))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.policy.Store(reloaded)
+	ps.send(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	if b := ps.serverReceive(t).(*pgproto3.Bind); !strings.HasPrefix(b.PreparedStatement, sentinelPrefix) {
+		t.Fatalf("bind of an unconfirmed unnamed statement after a reload forwarded as %#v", b)
+	}
+	ps.serverReceive(t) // Execute
+	ps.serverReceive(t) // Sync
+	// Parse and Bind in one segment: the Bind runs what was just parsed.
+	ps.send(t, &pgproto3.Parse{Query: "select * from orders"}, &pgproto3.Flush{})
+	ps.serverReceive(t) // Parse
+	ps.serverReceive(t) // Flush
+	again, err := policy.Parse("unit.yaml", []byte(same))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.policy.Store(again)
+	ps.send(t, &pgproto3.Bind{}, &pgproto3.Sync{})
+	if b := ps.serverReceive(t).(*pgproto3.Bind); b.PreparedStatement != "" {
+		t.Fatalf("bind in the parse's own segment forwarded as %#v", b)
 	}
 }

@@ -44,10 +44,12 @@ type session struct {
 	buf     []byte
 	written int64 // bytes forwarded since the last flush, for metrics
 
-	sentinel string // "interlock_blocked_<nonce>_"
-	seq      uint64
-	mu       sync.Mutex
-	pending  map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
+	sentinel   string // "interlock_blocked_<nonce>_"
+	seq        uint64
+	stmtPrefix string // "interlock_stmt_<nonce>_": server-side names of named statements
+	stmts      uint64
+	mu         sync.Mutex
+	pending    map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
 	// inFlight counts requests (Query, Sync, FunctionCall) the server has
@@ -55,11 +57,11 @@ type session struct {
 	inFlight atomic.Int64
 
 	// clientLoop only.
-	prepared   map[string]policy.Operation // SQL-level PREPARE name → operation
-	parsed     map[string]parsedStmt       // protocol-level statement name → state
-	syncs      int64                       // Syncs forwarded
-	nextMask   *masking.Masker             // the mask of the Query being forwarded
-	nextCopies []*copyOut                  // and its COPY … TO STDOUT statements
+	prepared   map[string]sqlPrepared // SQL-level PREPARE name → operation
+	parsed     map[string]parsedStmt  // protocol-level statement name → state
+	syncs      int64                  // Syncs forwarded
+	nextMask   *masking.Masker        // the mask of the Query being forwarded
+	nextCopies []*copyOut             // and its COPY … TO STDOUT statements
 
 	// ms tracks which request each server message answers and the masks
 	// that apply; nil when masking is not configured (rows always raw).
@@ -82,6 +84,9 @@ type parsedStmt struct {
 	// keep the permissions of an old policy.
 	query string
 	pol   *policy.Policy
+	// upstream is the statement's name on the server ("" for the unnamed
+	// statement); see parse.
+	upstream string
 }
 
 func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
@@ -89,11 +94,12 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	rand.Read(nonce[:])
 	ss := &session{
 		h: h, s: s, cc: cc, up: up, target: t,
-		upw:      h.bufs.writer(up.conn, upstreamBufSize),
-		sentinel: sentinelPrefix + hex.EncodeToString(nonce[:]) + "_",
-		pending:  map[string]*pgproto3.ErrorResponse{},
-		prepared: map[string]policy.Operation{},
-		parsed:   map[string]parsedStmt{},
+		upw:        h.bufs.writer(up.conn, upstreamBufSize),
+		sentinel:   sentinelPrefix + hex.EncodeToString(nonce[:]) + "_",
+		stmtPrefix: stmtPrefix + hex.EncodeToString(nonce[:]) + "_",
+		pending:    map[string]*pgproto3.ErrorResponse{},
+		prepared:   map[string]sqlPrepared{},
+		parsed:     map[string]parsedStmt{},
 	}
 	if h.cfg.Masking != nil {
 		ss.ms = newMaskState()
@@ -109,15 +115,27 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 }
 
 // sentinelPrefix starts the name of the failing statement a refused one is
-// replaced with (a random nonce and a counter follow).
-const sentinelPrefix = "interlock_blocked_"
+// replaced with, and stmtPrefix the server-side names of the agent's named
+// statements (a random nonce and a counter follow).
+const (
+	sentinelPrefix = "interlock_blocked_"
+	stmtPrefix     = "interlock_stmt_"
+)
 
-// namesSentinel reports whether s contains sentinelPrefix in any letter
-// case, without copying s (it runs for every statement).
+// namesSentinel reports whether s contains sentinelPrefix or stmtPrefix in
+// any letter case, without copying s (it runs for every statement): an
+// agent that could create or name such statements could make a refusal
+// run one, or reach another statement than the one Interlock decided.
 func namesSentinel(s string) bool {
-	for i := 0; i+len(sentinelPrefix) <= len(s); i++ {
-		if (s[i]|0x20) == sentinelPrefix[0] && strings.EqualFold(s[i:i+len(sentinelPrefix)], sentinelPrefix) {
-			return true
+	const common = len("interlock_")
+	for i := 0; i+common <= len(s); i++ {
+		if (s[i]|0x20) != 'i' || !strings.EqualFold(s[i:i+common], "interlock_") {
+			continue
+		}
+		for _, p := range [...]string{sentinelPrefix, stmtPrefix} {
+			if i+len(p) <= len(s) && strings.EqualFold(s[i+common:i+len(p)], p[common:]) {
+				return true
+			}
 		}
 	}
 	return false
@@ -126,7 +144,7 @@ func namesSentinel(s string) bool {
 // known reports whether the server holds this statement under its name,
 // for a Bind sent after syncs Syncs.
 func (p parsedStmt) known(syncs int64) bool {
-	return p.syncs == syncs || (p.done != nil && p.done.Load())
+	return p.upstream != "" || p.syncs == syncs || (p.done != nil && p.done.Load())
 }
 
 func (ss *session) close() {
@@ -190,8 +208,14 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Bind:
 			err = ss.bind(ctx, m)
 		case *pgproto3.Close:
-			if m.ObjectType == 'S' {
+			if p, ok := ss.parsed[m.Name]; ok && m.ObjectType == 'S' {
 				delete(ss.parsed, m.Name)
+				m.Name = p.upstream
+			}
+			err = ss.forward(m)
+		case *pgproto3.Describe:
+			if p, ok := ss.parsed[m.Name]; ok && m.ObjectType == 'S' {
+				m.Name = p.upstream
 			}
 			err = ss.forward(m)
 		case *pgproto3.Execute:
@@ -201,7 +225,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			if err == nil {
 				err = ss.forward(m)
 			}
-		case *pgproto3.Describe, *pgproto3.CopyData:
+		case *pgproto3.CopyData:
 			err = ss.forward(m)
 		case *pgproto3.Sync:
 			ss.syncs++

@@ -59,13 +59,17 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			for j := i - 1; j >= 0; j-- {
 				// A PREPARE earlier in the same query string wins.
 				if cl.Statements[j].Prepare == st.Execute {
-					prep, ok = cl.Statements[j].Op, true
+					prep, ok = sqlPrepared{op: cl.Statements[j].Op}, true
 					break
 				}
 			}
-			if ok {
-				op = st.ResolveExecute(prep)
-			} else {
+			switch {
+			case ok && prep.unsure:
+				op.Unclassified = true
+				op.Reason = fmt.Sprintf("EXECUTE of prepared statement %q, which a DEALLOCATE may or may not have removed (it was pipelined, followed a failing statement or ran in a failed transaction): send DEALLOCATE %s on its own, then PREPARE it again", st.Execute, st.Execute)
+			case ok:
+				op = st.ResolveExecute(prep.op)
+			default:
 				op.Unclassified = true
 				op.Reason = fmt.Sprintf("EXECUTE of prepared statement %q, which this session did not prepare through Interlock", st.Execute)
 			}
@@ -84,6 +88,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// The name a refused statement is replaced with: an agent that
 			// prepared a statement under it could make a refusal run it.
 			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, which Interlock uses for refused statements", "")
+		}
+		if ds[i].refuse == nil && st.Prepare != "" {
+			ds[i].refuse = ss.checkPrepare(cl, i, path)
 		}
 		if name, ok := ss.maskLeak(&op); ok && ds[i].refuse == nil {
 			ds[i].refuse = refusal(name+" is not readable in a session whose results are masked: it holds values from table rows or other sessions' statements, which no mask covers", "")
@@ -184,27 +191,105 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		out.mask, out.copies = mask, copies
 	}
 	if out.refuse == nil {
-		// Only statements that will run change the session's prepared
-		// statement table.
-		for i := range cl.Statements {
-			st := &cl.Statements[i]
-			// SQL PREPARE and DEALLOCATE share the server's namespace
-			// with protocol-level statements: what Interlock knew of a
-			// Parse by that name no longer says what a Bind of it runs.
-			switch {
-			case st.Prepare != "":
-				ss.prepared[st.Prepare] = st.Op
-				delete(ss.parsed, st.Prepare)
-			case st.Deallocate == "*":
-				clear(ss.prepared)
-				clear(ss.parsed)
-			case st.Deallocate != "":
-				delete(ss.prepared, st.Deallocate)
-				delete(ss.parsed, st.Deallocate)
+		ss.notePrepared(cl, path)
+	}
+	return out, cl
+}
+
+// sqlPrepared is what Interlock knows of a statement SQL PREPARE created
+// (the server's namespace for these is the agent's: unlike the protocol's
+// named statements, see parse, they cannot be renamed).
+//
+// The table keeps this invariant: every name the server holds from SQL
+// PREPARE is in it, with the operation the server runs under that name.
+// It may hold more (a PREPARE the server rejected), never less and never
+// another statement: a PREPARE of a name already in the table is refused
+// (the server would refuse it too, and a rejected PREPARE must not replace
+// what the server still runs), and a DEALLOCATE removes a name only when
+// the server certainly executes it. Otherwise the name becomes unsure and
+// EXECUTE and Bind of it are refused until a DEALLOCATE sent on its own.
+type sqlPrepared struct {
+	op     policy.Operation
+	unsure bool
+}
+
+// checkPrepare refuses a SQL PREPARE (the i-th statement of cl) that could
+// make the server hold a statement other than the one the table says.
+func (ss *session) checkPrepare(cl *Classification, i int, path string) *pgproto3.ErrorResponse {
+	if path != PathSimple {
+		// Parsed now, run by any later Execute of the portal, perhaps
+		// after a DEALLOCATE of its name: the table could not follow.
+		return refusal("PREPARE is accepted only in a simple query (drivers prepare with the protocol's Parse message instead)", "")
+	}
+	name := cl.Statements[i].Prepare
+	_, exists := ss.prepared[name]
+	for j, st := range cl.Statements[:i] {
+		switch {
+		case st.Prepare == name:
+			exists = true
+		case (st.Deallocate == name || st.Deallocate == "*") && ss.deallocateIsCertain(&st, j, len(cl.Statements), path):
+			// If it fails, the query stops before this PREPARE.
+			exists = false
+		}
+	}
+	if exists {
+		e := refusal(fmt.Sprintf("prepared statement %q already exists; DEALLOCATE it first", name), "")
+		e.Code = "42P05" // duplicate_prepared_statement, as the server would say
+		return e
+	}
+	return nil
+}
+
+// notePrepared applies a forwarded query's SQL PREPARE, DEALLOCATE and
+// DISCARD ALL statements to the prepared statement tables.
+func (ss *session) notePrepared(cl *Classification, path string) {
+	for i := range cl.Statements {
+		st := &cl.Statements[i]
+		switch {
+		case st.Prepare != "":
+			ss.prepared[st.Prepare] = sqlPrepared{op: st.Op}
+		case st.Deallocate != "":
+			if ss.deallocateIsCertain(st, i, len(cl.Statements), path) {
+				if st.Deallocate == "*" {
+					clear(ss.prepared)
+					clear(ss.parsed)
+				} else {
+					delete(ss.prepared, st.Deallocate)
+					// A protocol-level statement of that name lives on
+					// under its server-side name, but the agent has been
+					// told it is gone.
+					delete(ss.parsed, st.Deallocate)
+				}
+				continue
+			}
+			for name, p := range ss.prepared {
+				if st.Deallocate == "*" || name == st.Deallocate {
+					p.unsure = true
+					ss.prepared[name] = p
+				}
 			}
 		}
 	}
-	return out, cl
+}
+
+// deallocateIsCertain reports whether the server will execute the i-th of n
+// statements, a DEALLOCATE or DISCARD ALL: it is the first of a simple
+// query sent when no other request was outstanding (so the transaction
+// state is current) and that state lets it run. A DEALLOCATE of a name the
+// server does not hold fails, which leaves the same result.
+func (ss *session) deallocateIsCertain(st *Statement, i, n int, path string) bool {
+	if path != PathSimple || i != 0 || ss.inFlight.Load() != 1 {
+		return false
+	}
+	switch byte(ss.txStatus.Load()) {
+	case 'I':
+		// DISCARD ALL refuses to run in a transaction block, which a
+		// multi-statement query is.
+		return st.Tag != "DISCARD ALL" || n == 1
+	case 'T':
+		return st.Tag != "DISCARD ALL"
+	}
+	return false
 }
 
 // pinnedSetting reports whether op sets a parameter the engine pins (see
@@ -348,10 +433,22 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 }
 
 func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
+	// A named statement gets a server-side name of its own, new for every
+	// Parse: a Bind then reaches exactly the statement Interlock decided,
+	// or none if the server rejected or skipped its Parse (the name did
+	// not exist before). Under the agent's own name, a Parse the server
+	// rejects (the name is taken) or skips after an error would leave an
+	// older statement answering to it. The unnamed statement keeps its
+	// name: the server plans it per Bind and drops it at the next Parse.
+	upstream := ""
+	if m.Name != "" {
+		ss.stmts++
+		upstream = ss.stmtPrefix + strconv.FormatUint(ss.stmts, 10)
+	}
 	if namesSentinel(m.Name) {
-		e := refusal("statement names may not start with "+sentinelPrefix+", which Interlock uses for refused statements", "")
-		ss.parsed[m.Name] = parsedStmt{blocked: e}
-		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(e)})
+		e := refusal("statement names may not start with "+sentinelPrefix+" or "+stmtPrefix+", which Interlock uses itself", "")
+		ss.parsed[m.Name] = parsedStmt{blocked: e, upstream: upstream}
+		return ss.forward(&pgproto3.Parse{Name: upstream, Query: ss.block(e)})
 	}
 	pol := ss.h.cfg.Policy()
 	d, _ := ss.decide(ctx, m.Query, PathExtended)
@@ -359,13 +456,13 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		return ss.terminate(d.terminate)
 	}
 	if d.refuse != nil {
-		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse}
-		return ss.forward(&pgproto3.Parse{Name: m.Name, Query: ss.block(d.refuse)})
+		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse, upstream: upstream}
+		return ss.forward(&pgproto3.Parse{Name: upstream, Query: ss.block(d.refuse)})
 	}
 	ps := parsedFrom(d, m.Query, pol)
-	ps.syncs, ps.done = ss.syncs, new(atomic.Bool)
+	ps.syncs, ps.done, ps.upstream = ss.syncs, new(atomic.Bool), upstream
 	ss.parsed[m.Name] = ps
-	return ss.forward(m)
+	return ss.forward(&pgproto3.Parse{Name: upstream, Query: m.Query, ParameterOIDs: m.ParameterOIDs})
 }
 
 func parsedFrom(d decision, query string, pol *policy.Policy) parsedStmt {
@@ -383,6 +480,15 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 	if p.blocked != nil || p.pol == nil || p.pol == pol {
 		return p, nil
 	}
+	if !p.known(ss.syncs) {
+		// The unnamed statement, parsed in an earlier pipeline segment and
+		// not confirmed since: the server may hold an older one, which
+		// the new policy would have to judge by a text Interlock does not
+		// have.
+		p = parsedStmt{blocked: refusal("the policy was reloaded since the unnamed statement was prepared, and Interlock cannot tell which statement the server holds: prepare it again", ""), syncs: p.syncs, done: p.done}
+		ss.parsed[name] = p
+		return p, nil
+	}
 	ss.s.Log.Info("policy reloaded since the statement was prepared; deciding it again", "statement", name)
 	d, _ := ss.decide(ctx, p.query, PathExtended)
 	if d.terminate != nil {
@@ -390,13 +496,13 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 	}
 	// The server still holds the same statement: what Interlock knows of
 	// that carries over.
-	syncs, done := p.syncs, p.done
+	syncs, done, upstream := p.syncs, p.done, p.upstream
 	if d.refuse != nil {
 		p = parsedStmt{blocked: d.refuse}
 	} else {
 		p = parsedFrom(d, p.query, pol)
 	}
-	p.syncs, p.done = syncs, done
+	p.syncs, p.done, p.upstream = syncs, done, upstream
 	ss.parsed[name] = p
 	return p, nil
 }
@@ -406,7 +512,12 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 // exist there, so the Bind is pointed at a name that cannot.
 func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	p, ok := ss.parsed[m.PreparedStatement]
-	if _, sqlPrepared := ss.prepared[m.PreparedStatement]; !ok && !sqlPrepared {
+	sp, sqlPrepared := ss.prepared[m.PreparedStatement]
+	if !ok && sqlPrepared && sp.unsure {
+		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(refusal(
+			fmt.Sprintf("prepared statement %q may or may not have been deallocated: send DEALLOCATE %s on its own, then prepare it again", m.PreparedStatement, m.PreparedStatement), ""))})
+	}
+	if !ok && !sqlPrepared {
 		// Every statement the server holds for this session came through
 		// Interlock, by Parse or SQL PREPARE: a name it does not know was
 		// closed or deallocated, and binding it could only reach a
@@ -445,6 +556,9 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 			// and skips to Sync, so the agent stays in step.
 			return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(observerRefusal(err))})
 		}
+	}
+	if ok {
+		m.PreparedStatement = p.upstream
 	}
 	return ss.forward(m)
 }

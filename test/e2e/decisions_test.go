@@ -14,6 +14,8 @@ type decisionCase struct {
 	SQL    string `yaml:"sql"`
 	Expect string `yaml:"expect"`
 	Agent  string `yaml:"agent"`
+	// ExpectExec overrides Expect on the extended protocol.
+	ExpectExec string `yaml:"expect_exec"`
 }
 
 // TestPostgresDecisionTable runs testdata/postgres-decisions.yaml through a
@@ -61,8 +63,12 @@ func TestPostgresDecisionTable(t *testing.T) {
 			for i, c := range cases {
 				r := res[3*i+1]
 				blocked := r.Code == "42501" && strings.Contains(r.Message, "Interlock")
-				if blocked != (c.Expect == "block") {
-					t.Errorf("%s/%s: %q: expected %s, got %+v", agent, mode, c.SQL, c.Expect, r)
+				want := c.Expect
+				if mode == "exec" && c.ExpectExec != "" {
+					want = c.ExpectExec
+				}
+				if blocked != (want == "block") {
+					t.Errorf("%s/%s: %q: expected %s, got %+v", agent, mode, c.SQL, want, r)
 				}
 				if rb := res[3*i+2]; rb.Err != "" {
 					t.Errorf("%s/%s: rollback after %q failed: %s", agent, mode, c.SQL, rb.Err)
