@@ -79,23 +79,32 @@ roles:
 	d.Stop()
 
 	reTPS := regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
-	run := func() float64 {
+	// run returns the TPS, the transactions, and the daemon's CPU time and
+	// context switches during the run.
+	run := func() (tps, txns float64, cpu time.Duration, switches int64) {
+		pid := d.PID()
+		cpu0, sw0 := pgProcCPU(b, pid), pgProcSwitches(pid)
 		cmd := harness.Command(b, agent, pgbench, "-n", "-S", "-c", "8", "-j", "2", "-T", strconv.Itoa(secs),
 			"-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres")
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		m := reTPS.FindStringSubmatch(string(out))
-		if err != nil || m == nil {
+		n := pgReTxns.FindStringSubmatch(string(out))
+		if err != nil || m == nil || n == nil {
 			b.Fatalf("pgbench: %v\n%s\ndaemon:\n%s", err, out, d.Logs())
 		}
-		tps, _ := strconv.ParseFloat(m[1], 64)
-		return tps
+		tps, _ = strconv.ParseFloat(m[1], 64)
+		txns, _ = strconv.ParseFloat(n[1], 64)
+		return tps, txns, pgProcCPU(b, pid) - cpu0, pgProcSwitches(pid) - sw0
 	}
 	type mode struct {
 		name, config string
 		tps          []float64
 		// Summed over the mode's rounds, from the daemon's metrics.
 		records, syncs, syncSeconds float64
+		txns                        float64
+		cpu                         time.Duration
+		switches                    int64
 	}
 	modes := []*mode{
 		{name: "off", config: "  store: none\n"},
@@ -110,8 +119,9 @@ roles:
 		}
 		for _, m := range order {
 			start(m.config)
-			tps := run()
+			tps, txns, cpu, sw := run()
 			m.tps = append(m.tps, tps)
+			m.txns, m.cpu, m.switches = m.txns+txns, m.cpu+cpu, m.switches+sw
 			m.records += d.Metric("interlock_recording_records_total")
 			m.syncs += d.Metric("interlock_recording_fsync_seconds_count")
 			m.syncSeconds += d.Metric("interlock_recording_fsync_seconds_sum")
@@ -135,6 +145,13 @@ roles:
 	b.ReportMetric(always.records/always.syncs, "records/sync")
 	b.ReportMetric(always.syncSeconds/always.syncs*1e6, "always-sync-µs")
 	b.ReportMetric(interval.syncSeconds/interval.syncs*1e6, "interval-sync-µs")
+	perTx := func(m *mode) string {
+		return fmt.Sprintf("%s: %.1f µs CPU, %.2f context switches", m.name, float64(m.cpu.Microseconds())/m.txns, float64(m.switches)/m.txns)
+	}
+	for _, m := range modes {
+		b.ReportMetric(float64(m.cpu.Microseconds())/m.txns, m.name+"-cpu-µs/tx")
+	}
+	b.Logf("daemon per transaction: %s | %s | %s", perTx(off), perTx(always), perTx(interval))
 	b.Logf("pgbench -S -c8, %ds × 2 each: recording off %.0f tps; sync always %.0f tps (%.3f×), %.0f records in %.0f syncs (%.1f per sync, %.0f µs each); sync interval %.0f tps (%.3f×), %.0f records in %.0f syncs (%.0f µs each); target ≥ 0.90×",
 		secs, mean(off.tps),
 		mean(always.tps), mean(always.tps)/mean(off.tps), always.records, always.syncs, always.records/always.syncs, always.syncSeconds/always.syncs*1e6,
