@@ -166,20 +166,30 @@ func (r *Recorder) Redaction() string { return r.cfg.Redaction }
 // Append records an event and returns once it is durable (with
 // SyncInterval, once it is written), or failed.
 func (r *Recorder) Append(ctx context.Context, typ Type, session string, data any) error {
-	b, err := json.Marshal(data)
+	done, err := r.appendAsync(typ, session, data)
 	if err != nil {
-		return fmt.Errorf("recording: encode %s: %w", typ, err)
-	}
-	e := &entry{typ: typ, session: session, data: b, done: make(chan error, 1)}
-	if err := r.send(e); err != nil {
 		return err
 	}
 	select {
-	case err := <-e.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// appendAsync queues an event and returns the channel that receives the
+// outcome of its write (one value).
+func (r *Recorder) appendAsync(typ Type, session string, data any) (<-chan error, error) {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("recording: encode %s: %w", typ, err)
+	}
+	e := &entry{typ: typ, session: session, data: b, done: make(chan error, 1)}
+	if err := r.send(e); err != nil {
+		return nil, err
+	}
+	return e.done, nil
 }
 
 // Enqueue records an event without waiting; it is written with the next

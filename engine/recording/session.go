@@ -20,6 +20,12 @@ type SessionLog struct {
 	n       int       // statements so far
 	pending []pending // statements waiting for their result, oldest first
 	masked  int64     // values masked in the result being relayed
+
+	// The connected record: queued by Connected, confirmed by the first
+	// statement or bind (connRetry: its write failed, append it again).
+	conn      *Connected
+	connDone  <-chan error
+	connRetry bool
 }
 
 type pending struct {
@@ -96,6 +102,9 @@ func sessionID(s *engine.Session) string {
 // next one is sent, and for pipelined requests that succeed; after an error
 // in a pipeline, later results may be recorded as results of no statement.
 func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult bool) error {
+	if err := l.connectedRecorded(ctx); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	l.n++
 	st.N = l.n
@@ -107,14 +116,47 @@ func (l *SessionLog) Statement(ctx context.Context, st *Statement, awaitsResult 
 }
 
 // Connected records the session's handshake. It does not wait: the
-// session's first statement, recorded after it, waits for both.
+// session's first statement (or bind) waits for it, and is refused when it
+// could not be recorded, like a statement whose own record failed.
 func (l *SessionLog) Connected(c *Connected) {
-	l.r.Enqueue(TypeConnected, l.ID, c)
+	done, err := l.r.appendAsync(TypeConnected, l.ID, c)
+	l.mu.Lock()
+	l.conn, l.connDone, l.connRetry = c, done, err != nil
+	l.mu.Unlock()
+}
+
+// connectedRecorded returns once the connected record is durable, writing
+// it again if its first write failed.
+func (l *SessionLog) connectedRecorded(ctx context.Context) error {
+	l.mu.Lock()
+	c, done, retry := l.conn, l.connDone, l.connRetry
+	l.mu.Unlock()
+	if done == nil && !retry {
+		return nil
+	}
+	var err error
+	if done != nil {
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			return ctx.Err() // the outcome stays in done for the next call
+		}
+	}
+	if err != nil || done == nil {
+		err = l.r.Append(ctx, TypeConnected, l.ID, c)
+	}
+	l.mu.Lock()
+	l.connDone, l.connRetry = nil, err != nil
+	l.mu.Unlock()
+	return err
 }
 
 // Bind records the parameter values of an execution and returns once the
 // record is durable (or failed), like Statement.
 func (l *SessionLog) Bind(ctx context.Context, b *Bind) error {
+	if err := l.connectedRecorded(ctx); err != nil {
+		return err
+	}
 	return l.r.Append(ctx, TypeBind, l.ID, b)
 }
 
