@@ -56,8 +56,14 @@ func reexecForSysmon() error {
 	if !ok {
 		return nil
 	}
-	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
+	// The binary's own path, not /proc/self/exe: the process name (comm,
+	// what ps, top and pgrep show) is taken from the executed file's name.
+	exe, err := os.Executable()
+	if err != nil {
 		return fmt.Errorf("re-execute with GODEBUG=%s: %w", sysmonSetting, err)
+	}
+	if err := syscall.Exec(exe, os.Args, env); err != nil {
+		return fmt.Errorf("re-execute %s with GODEBUG=%s: %w", exe, sysmonSetting, err)
 	}
 	return nil
 }

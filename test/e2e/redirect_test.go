@@ -204,6 +204,10 @@ func TestAgentIsRedirectedAndIdentified(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// And under its own name (ps, pgrep), not the re-exec's.
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", e.d.PID())); strings.TrimSpace(string(comm)) != "interlock" {
+			t.Errorf("daemon process name %q, want interlock", comm)
+		}
 		for _, kv := range strings.Split(string(env), "\x00") {
 			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
 				if !strings.Contains(v, "schedtrace=") {
