@@ -266,7 +266,7 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker,
 func (ss *session) beforeExecute(m *pgproto3.Execute) error {
 	p := ss.ms.portals[m.Portal]
 	if p == nil {
-		if any := ss.ms.any.Load(); any != nil {
+		if any := ss.anyMask(); any != nil {
 			// A portal the table no longer holds (see maxPortals): it
 			// gets every mask the session has been under.
 			p = &portal{mask: any}

@@ -48,8 +48,18 @@ type session struct {
 	seq        uint64
 	stmtPrefix string // "interlock_stmt_<nonce>_": server-side names of named statements
 	stmts      uint64
-	mu         sync.Mutex
-	pending    map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
+	// portals maps the agent's named portals to their server-side names
+	// ("interlock_portal_<nonce>_<n>", new for every Bind), for the same
+	// reason as statements: an Execute reaches the portal Interlock bound,
+	// or none, never a cursor or an older portal of that name.
+	portalPrefix string
+	portals      map[string]string
+	nportals     uint64
+	// extendedOpen: extended-protocol messages were forwarded since the
+	// last Sync; the server may be skipping to that Sync after an error.
+	extendedOpen bool
+	mu           sync.Mutex
+	pending      map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
 	// inFlight counts requests (Query, Sync, FunctionCall) the server has
@@ -94,12 +104,14 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 	rand.Read(nonce[:])
 	ss := &session{
 		h: h, s: s, cc: cc, up: up, target: t,
-		upw:        h.bufs.writer(up.conn, upstreamBufSize),
-		sentinel:   sentinelPrefix + hex.EncodeToString(nonce[:]) + "_",
-		stmtPrefix: stmtPrefix + hex.EncodeToString(nonce[:]) + "_",
-		pending:    map[string]*pgproto3.ErrorResponse{},
-		prepared:   map[string]sqlPrepared{},
-		parsed:     map[string]parsedStmt{},
+		upw:          h.bufs.writer(up.conn, upstreamBufSize),
+		sentinel:     sentinelPrefix + hex.EncodeToString(nonce[:]) + "_",
+		stmtPrefix:   stmtPrefix + hex.EncodeToString(nonce[:]) + "_",
+		portalPrefix: portalPrefix + hex.EncodeToString(nonce[:]) + "_",
+		portals:      map[string]string{},
+		pending:      map[string]*pgproto3.ErrorResponse{},
+		prepared:     map[string]sqlPrepared{},
+		parsed:       map[string]parsedStmt{},
 	}
 	if h.cfg.Masking != nil {
 		ss.ms = newMaskState()
@@ -120,10 +132,11 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 const (
 	sentinelPrefix = "interlock_blocked_"
 	stmtPrefix     = "interlock_stmt_"
+	portalPrefix   = "interlock_portal_"
 )
 
-// namesSentinel reports whether s contains sentinelPrefix or stmtPrefix in
-// any letter case, without copying s (it runs for every statement): an
+// namesSentinel reports whether s contains one of Interlock's own name
+// prefixes in any letter case, without copying s (it runs for every statement): an
 // agent that could create or name such statements could make a refusal
 // run one, or reach another statement than the one Interlock decided.
 func namesSentinel(s string) bool {
@@ -132,13 +145,40 @@ func namesSentinel(s string) bool {
 		if (s[i]|0x20) != 'i' || !strings.EqualFold(s[i:i+common], "interlock_") {
 			continue
 		}
-		for _, p := range [...]string{sentinelPrefix, stmtPrefix} {
+		for _, p := range [...]string{sentinelPrefix, stmtPrefix, portalPrefix} {
 			if i+len(p) <= len(s) && strings.EqualFold(s[i+common:i+len(p)], p[common:]) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// unicodeIdent reports whether s holds a U&"…" identifier, whose escapes
+// the server decodes: such a name can spell one of Interlock's prefixes
+// without containing it (namesSentinel checks the text as sent).
+func unicodeIdent(s string) bool {
+	for i := strings.IndexByte(s, '&'); i >= 0; {
+		if i > 0 && s[i-1]|0x20 == 'u' && i+1 < len(s) && s[i+1] == '"' {
+			return true
+		}
+		j := strings.IndexByte(s[i+1:], '&')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// portalName is the server-side name of the agent's portal: the one its
+// last Bind created, or the agent's own name for a portal Interlock did
+// not bind (a SQL cursor, or one whose mapping was dropped).
+func (ss *session) portalName(agent string) string {
+	if up, ok := ss.portals[agent]; ok {
+		return up
+	}
+	return agent
 }
 
 // known reports whether the server holds this statement under its name,
@@ -204,21 +244,33 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			err = ss.query(ctx, m)
 			flush = true
 		case *pgproto3.Parse:
+			ss.extendedOpen = true
 			err = ss.parse(ctx, m)
 		case *pgproto3.Bind:
+			ss.extendedOpen = true
 			err = ss.bind(ctx, m)
 		case *pgproto3.Close:
+			ss.extendedOpen = true
 			if p, ok := ss.parsed[m.Name]; ok && m.ObjectType == 'S' {
 				delete(ss.parsed, m.Name)
 				m.Name = p.upstream
+			} else if m.ObjectType == 'P' {
+				up := ss.portalName(m.Name)
+				delete(ss.portals, m.Name)
+				m.Name = up
 			}
 			err = ss.forward(m)
 		case *pgproto3.Describe:
+			ss.extendedOpen = true
 			if p, ok := ss.parsed[m.Name]; ok && m.ObjectType == 'S' {
 				m.Name = p.upstream
+			} else if m.ObjectType == 'P' {
+				m.Name = ss.portalName(m.Name)
 			}
 			err = ss.forward(m)
 		case *pgproto3.Execute:
+			ss.extendedOpen = true
+			m.Portal = ss.portalName(m.Portal)
 			if ss.ms != nil {
 				err = ss.beforeExecute(m)
 			}
@@ -229,6 +281,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			err = ss.forward(m)
 		case *pgproto3.Sync:
 			ss.syncs++
+			ss.extendedOpen = false
 			ss.inFlight.Add(1)
 			err = ss.forward(m)
 			flush = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,6 +32,8 @@ type decision struct {
 	// STDOUT statements, in order.
 	mask   *masking.Masker
 	copies []*copyOut
+	// rewrite, when set, is sent instead of the agent's query text.
+	rewrite string
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -84,10 +87,21 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// no policy can allow changing them.
 			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: it would change how later statements are understood", "")
 		}
-		if ds[i].refuse == nil && namesSentinel(st.Text) {
-			// The name a refused statement is replaced with: an agent that
-			// prepared a statement under it could make a refusal run it.
-			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, which Interlock uses for refused statements", "")
+		if ds[i].refuse == nil && (namesSentinel(st.Text) || namesSentinel(st.Prepare) || namesSentinel(st.Execute) || namesSentinel(st.Deallocate)) {
+			// Interlock's own names: the statement a refusal is replaced
+			// with, and the server-side names of the agent's statements
+			// and portals. An agent that could create or drop those could
+			// make a refusal run its statement, or a Bind reach another
+			// statement than the one decided.
+			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, "+stmtPrefix+"… or "+portalPrefix+"…, which Interlock uses itself", "")
+		}
+		if ds[i].refuse == nil && unicodeIdent(st.Text) {
+			ds[i].refuse = refusal(`identifiers with Unicode escapes (U&"…") are not accepted: they can spell names Interlock reserves`, "")
+		}
+		if ds[i].refuse == nil && st.Execute != "" && path != PathSimple {
+			// Decided now with the statement the name holds now, run at
+			// any later Execute of the portal, when it may hold another.
+			ds[i].refuse = refusal("EXECUTE is accepted only in a simple query (drivers execute prepared statements with the protocol's Bind and Execute instead)", "")
 		}
 		if ds[i].refuse == nil && st.Prepare != "" {
 			ds[i].refuse = ss.checkPrepare(cl, i, path)
@@ -191,7 +205,7 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		out.mask, out.copies = mask, copies
 	}
 	if out.refuse == nil {
-		ss.notePrepared(cl, path)
+		out.rewrite = ss.notePrepared(cl, path)
 	}
 	return out, cl
 }
@@ -223,13 +237,9 @@ func (ss *session) checkPrepare(cl *Classification, i int, path string) *pgproto
 	}
 	name := cl.Statements[i].Prepare
 	_, exists := ss.prepared[name]
-	for j, st := range cl.Statements[:i] {
-		switch {
-		case st.Prepare == name:
+	for _, st := range cl.Statements[:i] {
+		if st.Prepare == name {
 			exists = true
-		case (st.Deallocate == name || st.Deallocate == "*") && ss.deallocateIsCertain(&st, j, len(cl.Statements), path):
-			// If it fails, the query stops before this PREPARE.
-			exists = false
 		}
 	}
 	if exists {
@@ -241,23 +251,27 @@ func (ss *session) checkPrepare(cl *Classification, i int, path string) *pgproto
 }
 
 // notePrepared applies a forwarded query's SQL PREPARE, DEALLOCATE and
-// DISCARD ALL statements to the prepared statement tables.
-func (ss *session) notePrepared(cl *Classification, path string) {
+// DISCARD ALL statements to the prepared statement tables. It returns the
+// text to send instead of a simple query that is only a DEALLOCATE of a
+// protocol-level statement (psycopg and Rails drop their statements so):
+// the server knows it by its server-side name.
+func (ss *session) notePrepared(cl *Classification, path string) (rewrite string) {
 	for i := range cl.Statements {
 		st := &cl.Statements[i]
 		switch {
 		case st.Prepare != "":
 			ss.prepared[st.Prepare] = sqlPrepared{op: st.Op}
 		case st.Deallocate != "":
+			p, parsed := ss.parsed[st.Deallocate]
+			if _, sql := ss.prepared[st.Deallocate]; parsed && !sql && p.upstream != "" && path == PathSimple && len(cl.Statements) == 1 {
+				rewrite = "DEALLOCATE " + quoteIdent(p.upstream)
+			}
 			if ss.deallocateIsCertain(st, i, len(cl.Statements), path) {
 				if st.Deallocate == "*" {
 					clear(ss.prepared)
 					clear(ss.parsed)
 				} else {
 					delete(ss.prepared, st.Deallocate)
-					// A protocol-level statement of that name lives on
-					// under its server-side name, but the agent has been
-					// told it is gone.
 					delete(ss.parsed, st.Deallocate)
 				}
 				continue
@@ -270,6 +284,7 @@ func (ss *session) notePrepared(cl *Classification, path string) {
 			}
 		}
 	}
+	return rewrite
 }
 
 // deallocateIsCertain reports whether the server will execute the i-th of n
@@ -278,16 +293,20 @@ func (ss *session) notePrepared(cl *Classification, path string) {
 // state is current) and that state lets it run. A DEALLOCATE of a name the
 // server does not hold fails, which leaves the same result.
 func (ss *session) deallocateIsCertain(st *Statement, i, n int, path string) bool {
-	if path != PathSimple || i != 0 || ss.inFlight.Load() != 1 {
+	// The only statement: a server with an older grammar than the
+	// classifier's rejects a whole query string that holds something it
+	// cannot parse. Nothing outstanding: no other request, and no
+	// extended-protocol message since the last Sync (after an error the
+	// server skips everything, a Query too, until the Sync); so the
+	// transaction state is current too.
+	if path != PathSimple || i != 0 || n != 1 || ss.inFlight.Load() != 1 || ss.extendedOpen {
 		return false
 	}
 	switch byte(ss.txStatus.Load()) {
 	case 'I':
-		// DISCARD ALL refuses to run in a transaction block, which a
-		// multi-statement query is.
-		return st.Tag != "DISCARD ALL" || n == 1
+		return true
 	case 'T':
-		return st.Tag != "DISCARD ALL"
+		return st.Tag != "DISCARD ALL" // refused in a transaction block
 	}
 	return false
 }
@@ -429,6 +448,9 @@ func (ss *session) query(ctx context.Context, m *pgproto3.Query) error {
 		return ss.forward(&pgproto3.Query{String: ss.block(d.refuse)})
 	}
 	ss.nextMask, ss.nextCopies = d.mask, d.copies
+	if d.rewrite != "" {
+		return ss.forward(&pgproto3.Query{String: d.rewrite})
+	}
 	return ss.forward(m)
 }
 
@@ -513,9 +535,21 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	p, ok := ss.parsed[m.PreparedStatement]
 	sp, sqlPrepared := ss.prepared[m.PreparedStatement]
-	if !ok && sqlPrepared && sp.unsure {
-		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(refusal(
-			fmt.Sprintf("prepared statement %q may or may not have been deallocated: send DEALLOCATE %s on its own, then prepare it again", m.PreparedStatement, m.PreparedStatement), ""))})
+	if m.DestinationPortal != "" {
+		// Every forwarded Bind below creates (or fails to create) the
+		// portal under this name.
+		if len(ss.portals) >= maxPortals {
+			clear(ss.portals)
+		}
+		ss.nportals++
+		up := ss.portalPrefix + strconv.FormatUint(ss.nportals, 10)
+		ss.portals[m.DestinationPortal] = up
+		m.DestinationPortal = up
+	}
+	if !ok && sqlPrepared {
+		if refuse := ss.bindSQLPrepared(m.PreparedStatement, sp); refuse != nil {
+			return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(refuse)})
+		}
 	}
 	if !ok && !sqlPrepared {
 		// Every statement the server holds for this session came through
@@ -539,7 +573,7 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 		// may answer to the name) with every mask the session can get.
 		pt := &portal{mask: p.mask, copy: p.copy}
 		if !ok || !p.known(ss.syncs) {
-			pt = &portal{mask: ss.ms.any.Load()}
+			pt = &portal{mask: ss.anyMask()}
 		}
 		ss.ms.bindPortal(m.DestinationPortal, pt)
 	}
@@ -561,6 +595,32 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 		m.PreparedStatement = p.upstream
 	}
 	return ss.forward(m)
+}
+
+// bindSQLPrepared decides a Bind of a statement SQL PREPARE created, under
+// the policy in force: the PREPARE was decided under the policy of its
+// time, and a Bind does not pass EXECUTE's decision.
+func (ss *session) bindSQLPrepared(name string, sp sqlPrepared) *pgproto3.ErrorResponse {
+	if sp.unsure {
+		return refusal(fmt.Sprintf("prepared statement %q may or may not have been deallocated: send DEALLOCATE %s on its own, then prepare it again", name, name), "")
+	}
+	pol := ss.h.cfg.Policy()
+	op := sp.op
+	op.Objects = slices.Clone(sp.op.Objects)
+	op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, pol.AgentRoles(ss.s.Identity.Agent)
+	op.Attrs.InTransaction = ss.inTransaction()
+	d := pol.Decide(&op)
+	if d.Verdict == policy.VerdictApprove {
+		return refusal(fmt.Sprintf("prepared statement %q needs a human approval (rule %s): run it with EXECUTE", name, d.RuleID), d.RuleID)
+	}
+	return ss.verdict(&d)
+}
+
+// anyMask is every mask the session can get: those it has been under and
+// those the policy in force gives its agent (a reload may have added some).
+func (ss *session) anyMask() *masking.Masker {
+	ss.noteMask(ss.h.cfg.Policy().MasksFor(ss.s.Identity.Agent, ss.target.Name))
+	return ss.ms.any.Load()
 }
 
 // functionCall handles the fast-path protocol (libpq's lo_* functions use

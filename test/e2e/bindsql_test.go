@@ -109,7 +109,7 @@ func TestBindOfUnknownNameRefused(t *testing.T) {
 func TestSentinelNameRefused(t *testing.T) {
 	e := setupMaskPG(t)
 	out, err := psqlIn(t, e.analyst, e.agentDSN(), "-c", "prepare Interlock_Blocked_0011_1 as select 1")
-	if err == nil || !strings.Contains(out, "which Interlock uses for refused statements") {
+	if err == nil || !strings.Contains(out, "which Interlock uses itself") {
 		t.Errorf("SQL PREPARE under the sentinel prefix: %v\n%s", err, out)
 	}
 	connErr, res := harness.RunPgx(t, e.analyst, e.agentDSN(),

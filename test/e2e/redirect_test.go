@@ -19,6 +19,7 @@ import (
 func TestMain(m *testing.M) {
 	harness.MaybeDial()
 	harness.MaybePgx()
+	maybeAttackChild()
 	os.Exit(m.Run())
 }
 
