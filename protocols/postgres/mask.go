@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -265,12 +266,20 @@ func (ss *session) expectFor(msg pgproto3.FrontendMessage, mask *masking.Masker,
 // and the agent never sees it.
 func (ss *session) beforeExecute(m *pgproto3.Execute) error {
 	p := ss.ms.portals[m.Portal]
-	if p == nil {
+	bound := m.Portal == "" || strings.HasPrefix(m.Portal, ss.portalPrefix)
+	if p == nil || !bound {
+		// A portal the table no longer holds (see maxPortals), or one
+		// Interlock did not bind (a SQL cursor): it gets every mask the
+		// session can get, and a Describe of its own every time, since a
+		// cursor of that name may have been declared again over another
+		// query since the last Execute.
+		p = nil
 		if any := ss.anyMask(); any != nil {
-			// A portal the table no longer holds (see maxPortals): it
-			// gets every mask the session has been under.
 			p = &portal{mask: any}
-			ss.ms.portals[m.Portal] = p
+		}
+		ss.ms.portals[m.Portal] = p
+		if p == nil {
+			delete(ss.ms.portals, m.Portal)
 		}
 	}
 	if p == nil || p.mask == nil || p.described {

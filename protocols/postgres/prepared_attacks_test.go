@@ -41,3 +41,101 @@ func TestPreparedAttackBindOfSQLPreparedAfterReload(t *testing.T) {
 		t.Errorf("Bind of a SQL-prepared statement the reloaded policy blocks forwarded as %q", b.PreparedStatement)
 	}
 }
+
+// TestPreparedAttackPendingGrowsWhenSkipped: a refused Parse that the
+// server skips (an earlier error in the pipeline segment) never answers
+// with the sentinel's error; its entry in ss.pending must still go, at
+// the ReadyForQuery of its Sync, or an agent could grow the relay's memory
+// one ErrorResponse per message.
+func TestPreparedAttackPendingGrowsWhenSkipped(t *testing.T) {
+	ps := newMaskPipeSession(t, &MaskingConfig{})
+	const n = 200
+	go func() {
+		for {
+			m, err := ps.serverBE.Receive()
+			if err != nil {
+				return
+			}
+			switch m.(type) {
+			case *pgproto3.Parse:
+				// The first Parse fails; the server skips the rest.
+			case *pgproto3.Sync:
+				ps.serverSendAsync(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42P01", Message: "relation \"nosuch\" does not exist"}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+				return
+			}
+		}
+	}()
+	ps.send(t, &pgproto3.Parse{Query: "select * from orders"})
+	for range n {
+		ps.send(t, &pgproto3.Parse{Query: "drop table orders"}) // refused: a sentinel
+	}
+	ps.send(t, &pgproto3.Sync{})
+	wantTypes(t, ps, "ErrorResponse", "ReadyForQuery")
+	ps.ss.mu.Lock()
+	left := len(ps.ss.pending)
+	ps.ss.mu.Unlock()
+	if left >= n {
+		t.Errorf("%d sentinel errors left in ss.pending after their messages were skipped", left)
+	}
+}
+
+// TestPreparedAttackCursorMaskStaleAfterReload: a SQL cursor executed
+// through the protocol must not keep the mask its first Execute got (the
+// session's masks then): after a reload that masks orders, a cursor of the
+// same name over orders gets the new masks and is described again.
+func TestPreparedAttackCursorMaskStaleAfterReload(t *testing.T) {
+	ps := newMaskPipeSession(t, &MaskingConfig{})
+	ps.send(t, &pgproto3.Query{String: "declare c cursor with hold for select * from orders"})
+	ps.serverReceive(t)
+	ps.serverSend(t, &pgproto3.CommandComplete{CommandTag: []byte("DECLARE CURSOR")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	wantTypes(t, ps, "CommandComplete", "ReadyForQuery")
+	ordersFields := []pgproto3.FieldDescription{{Name: []byte("id"), DataTypeOID: 23}, {Name: []byte("secret"), DataTypeOID: 25}}
+	ps.send(t, &pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
+	if d, ok := ps.serverReceive(t).(*pgproto3.Describe); !ok || d.Name != "c" {
+		t.Fatalf("no injected Describe")
+	}
+	ps.serverReceive(t)
+	ps.serverReceive(t)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		ps.serverSendAsync(t, &pgproto3.RowDescription{Fields: ordersFields},
+			&pgproto3.DataRow{Values: [][]byte{[]byte("1"), []byte("x")}}, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	}()
+	wantTypes(t, ps, "DataRow", "CommandComplete", "ReadyForQuery")
+	<-sent
+
+	// Reload: orders.secret is now redacted for this agent.
+	reloaded := strings.Replace(maskPolicy, `- {id: read, actions: [read], tables: ["public.orders"], decision: allow}`,
+		`- {id: mask-orders, actions: [read], tables: ["public.orders"], decision: mask, mask: {columns: {secret: redact}}}`, 1)
+	if reloaded == maskPolicy {
+		t.Fatal("policy edit did not apply")
+	}
+	pol, err := policy.Parse("unit.yaml", []byte(reloaded))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.policy.Store(pol)
+
+	ps.send(t, &pgproto3.Query{String: "close c; declare c cursor with hold for select * from orders"})
+	ps.serverReceive(t)
+	ps.serverSend(t, &pgproto3.CommandComplete{CommandTag: []byte("CLOSE CURSOR")}, &pgproto3.CommandComplete{CommandTag: []byte("DECLARE CURSOR")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	wantTypes(t, ps, "CommandComplete", "CommandComplete", "ReadyForQuery")
+	ps.send(t, &pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
+	var answer []pgproto3.BackendMessage
+	m := ps.serverReceive(t)
+	if d, ok := m.(*pgproto3.Describe); ok {
+		t.Logf("Describe injected again (%q)", d.Name)
+		ps.serverReceive(t)
+		answer = append(answer, &pgproto3.RowDescription{Fields: ordersFields})
+	}
+	ps.serverReceive(t)
+	answer = append(answer, &pgproto3.DataRow{Values: [][]byte{[]byte("1"), []byte("s3cr3t")}}, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	sent = make(chan struct{})
+	go func() { defer close(sent); ps.serverSendAsync(t, answer...) }()
+	got := wantTypes(t, ps, "DataRow")
+	defer func() { <-sent }()
+	if v := string(got[0].(*pgproto3.DataRow).Values[1]); v == "s3cr3t" {
+		t.Errorf("cursor row after the reload reached the agent unmasked: %q", v)
+	}
+}

@@ -126,6 +126,7 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 			ss.h.cfg.Observer.ReadyForQuery(ss.s, body[0])
 		}
 		ss.inFlight.Add(-1)
+		ss.answeredRequest()
 	case 'C':
 		tag := body
 		if len(tag) > 0 && tag[len(tag)-1] == 0 {

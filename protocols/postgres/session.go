@@ -59,12 +59,18 @@ type session struct {
 	// last Sync; the server may be skipping to that Sync after an error.
 	extendedOpen bool
 	mu           sync.Mutex
-	pending      map[string]*pgproto3.ErrorResponse // sentinel token → error for the agent
+	pending      map[string]pendingRefusal // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
 	// inFlight counts requests (Query, Sync, FunctionCall) the server has
-	// not answered with ReadyForQuery yet.
+	// not answered with ReadyForQuery yet; requests counts those forwarded
+	// and answered those answered, so far.
 	inFlight atomic.Int64
+	requests atomic.Int64
+	answered int64 // serverLoop only
+	// inRequest: clientLoop is handling a Query or FunctionCall (a refusal
+	// made now belongs to it, not to the next Sync).
+	inRequest bool
 
 	// clientLoop only.
 	prepared   map[string]sqlPrepared // SQL-level PREPARE name → operation
@@ -109,7 +115,7 @@ func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *
 		stmtPrefix:   stmtPrefix + hex.EncodeToString(nonce[:]) + "_",
 		portalPrefix: portalPrefix + hex.EncodeToString(nonce[:]) + "_",
 		portals:      map[string]string{},
-		pending:      map[string]*pgproto3.ErrorResponse{},
+		pending:      map[string]pendingRefusal{},
 		prepared:     map[string]sqlPrepared{},
 		parsed:       map[string]parsedStmt{},
 	}
@@ -241,7 +247,10 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		switch m := msg.(type) {
 		case *pgproto3.Query:
 			ss.inFlight.Add(1)
+			ss.requests.Add(1)
+			ss.inRequest = true
 			err = ss.query(ctx, m)
+			ss.inRequest = false
 			flush = true
 		case *pgproto3.Parse:
 			ss.extendedOpen = true
@@ -283,6 +292,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			ss.syncs++
 			ss.extendedOpen = false
 			ss.inFlight.Add(1)
+			ss.requests.Add(1)
 			err = ss.forward(m)
 			flush = true
 		case *pgproto3.Flush, *pgproto3.CopyDone, *pgproto3.CopyFail:
@@ -290,7 +300,10 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			flush = true
 		case *pgproto3.FunctionCall:
 			ss.inFlight.Add(1)
+			ss.requests.Add(1)
+			ss.inRequest = true
 			err = ss.functionCall(ctx, m)
+			ss.inRequest = false
 			flush = true
 		case *pgproto3.Terminate:
 			ss.forward(m)
@@ -369,9 +382,35 @@ func (ss *session) block(e *pgproto3.ErrorResponse) string {
 	ss.seq++
 	token := fmt.Sprintf("%s%d", ss.sentinel, ss.seq)
 	ss.mu.Lock()
-	ss.pending[token] = e
+	by := ss.requests.Load() // a refused Query or FunctionCall: itself
+	if !ss.inRequest {
+		by++ // a Parse, Bind…: the next Sync
+	}
+	ss.pending[token] = pendingRefusal{e: e, answeredBy: by}
 	ss.mu.Unlock()
 	return token
+}
+
+// pendingRefusal is the agent's error for a sentinel, and the number of the
+// request (Query, Sync, FunctionCall) whose ReadyForQuery ends it.
+type pendingRefusal struct {
+	e          *pgproto3.ErrorResponse
+	answeredBy int64
+}
+
+// answeredRequest forgets the refusals of requests the server has answered
+// (serverLoop, at each ReadyForQuery). The server skips every message after
+// an error until the Sync, so the sentinels of refused messages behind a
+// failing one never come back as errors.
+func (ss *session) answeredRequest() {
+	ss.answered++
+	ss.mu.Lock()
+	for token, p := range ss.pending {
+		if p.answeredBy <= ss.answered {
+			delete(ss.pending, token)
+		}
+	}
+	ss.mu.Unlock()
 }
 
 // takePending returns (and forgets) the agent's error for a server error
@@ -387,7 +426,7 @@ func (ss *session) takePending(msg string) *pgproto3.ErrorResponse {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	e := ss.pending[msg[i:j]]
+	e := ss.pending[msg[i:j]].e
 	delete(ss.pending, msg[i:j])
 	return e
 }

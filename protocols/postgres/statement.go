@@ -136,6 +136,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			}
 		}
 		for i := range ds {
+			if ds[i].op.Action == policy.ActionFetch {
+				ss.anyMask() // with masks a reload added
+			}
 			if ds[i].op.Action == policy.ActionFetch && ss.ms.union != nil {
 				// A cursor's rows arrive by FETCH, decided without the
 				// query it was declared for: apply every mask the
@@ -541,6 +544,10 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 		if len(ss.portals) >= maxPortals {
 			clear(ss.portals)
 		}
+		if old, ok := ss.portals[m.DestinationPortal]; ok && ss.ms != nil {
+			// No Execute can reach the older portal any more.
+			delete(ss.ms.portals, old)
+		}
 		ss.nportals++
 		up := ss.portalPrefix + strconv.FormatUint(ss.nportals, 10)
 		ss.portals[m.DestinationPortal] = up
@@ -556,8 +563,9 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 		// Interlock, by Parse or SQL PREPARE: a name it does not know was
 		// closed or deallocated, and binding it could only reach a
 		// statement whose Close the server skipped after an error.
-		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(refusal(
-			fmt.Sprintf("prepared statement %q is not known to Interlock (closed or deallocated)", m.PreparedStatement), ""))})
+		e := refusal(fmt.Sprintf("prepared statement %q does not exist (as far as Interlock knows: closed or deallocated)", m.PreparedStatement), "")
+		e.Code = "26000" // invalid_sql_statement_name, as the server says: clients prepare again
+		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(e)})
 	}
 	if ok {
 		var err error
