@@ -1,6 +1,9 @@
 package masking
 
 import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -49,10 +52,57 @@ const (
 	// bigint, "10.0.0.1" in an inet). A masked text would not be a valid
 	// value of the type, so a detector hit or a column rule makes it NULL.
 	KindOther
-	// KindBinary: another type in binary format. Detectors cannot read it;
-	// a column rule makes it NULL.
+	// KindBinary: another type in binary format. A column rule makes it
+	// NULL; so do detectors, unless the type is one whose value they can
+	// read (below) or cannot hide text in (binaryPasses). Arrays, rows,
+	// xml and domains over text carry text the relay does not decode.
 	KindBinary
+	// KindBinaryInt, KindBinaryNumeric and KindBinaryBytes: int2/4/8,
+	// numeric and bytea in binary format, which the detectors read as the
+	// value's text (a card number in a bigint) or the raw bytes; a hit
+	// makes the value NULL, as for KindOther.
+	KindBinaryInt
+	KindBinaryNumeric
+	KindBinaryBytes
 )
+
+// Built-in types whose binary values need no detector: they hold no text
+// and no more digits than a text-format value shows (floats print
+// rounded, so a card number does not survive in one).
+const (
+	oidBool        = 16
+	oidBytea       = 17
+	oidInt8        = 20
+	oidInt2        = 21
+	oidInt4        = 23
+	oidOID         = 26
+	oidFloat4      = 700
+	oidFloat8      = 701
+	oidDate        = 1082
+	oidTime        = 1083
+	oidTimestamp   = 1114
+	oidTimestampTZ = 1184
+	oidInterval    = 1186
+	oidTimeTZ      = 1266
+	oidNumeric     = 1700
+	oidUUID        = 2950
+)
+
+// binaryKind is the kind of a binary value of a non-text type under
+// detectors, and false when the value passes untouched.
+func binaryKind(oid uint32) (Kind, bool) {
+	switch oid {
+	case oidBool, oidOID, oidFloat4, oidFloat8, oidDate, oidTime, oidTimestamp, oidTimestampTZ, oidInterval, oidTimeTZ, oidUUID:
+		return KindBinary, false
+	case oidInt2, oidInt4, oidInt8:
+		return KindBinaryInt, true
+	case oidNumeric:
+		return KindBinaryNumeric, true
+	case oidBytea:
+		return KindBinaryBytes, true
+	}
+	return KindBinary, true
+}
 
 // KindOf returns the kind of values of type oid in the given format.
 func KindOf(oid uint32, binary bool) Kind {
@@ -81,6 +131,10 @@ type Column struct {
 	// TextType marks a text type TextLike does not know (citext, resolved by
 	// OID from the catalog).
 	TextType bool
+	// Unresolved marks a column of a table the relay could not name (its
+	// catalog lookup failed): under column rules its values become NULL,
+	// since a rule naming its table might apply.
+	Unresolved bool
 }
 
 // Plan is what to do with the values of one column, resolved once per
@@ -116,6 +170,9 @@ func (m *Masker) Plan(cols []Column) []Plan {
 		}
 		if m.columns {
 			p.Rule = m.spec.Column(c.Name)
+			if c.Unresolved {
+				p.Rule = policy.MaskerNull
+			}
 		}
 		switch {
 		case p.Rule != policy.MaskerNone:
@@ -123,6 +180,8 @@ func (m *Masker) Plan(cols []Column) []Plan {
 			p.Nulled = p.Rule != policy.MaskerNull && (p.Kind == KindOther || p.Kind == KindBinary)
 		case m.on != 0 && p.Kind != KindBinary:
 			p.Detect = true
+		case m.on != 0:
+			p.Kind, p.Detect = binaryKind(c.TypeOID)
 		}
 	}
 	return plans
@@ -189,19 +248,98 @@ func (m *Masker) MaskValue(dst []byte, p *Plan, src []byte) (out []byte, null bo
 		if body, changed = m.maskJSON(nil, src[1:], &counts, false); changed {
 			out = append(append(dst, 1), body...)
 		}
-	case KindOther:
-		sc := newScanner(src, 0, m.on)
-		for h, ok := sc.next(); ok; h, ok = sc.next() {
-			counts.Detectors[h.det]++
-		}
-		if counts.Total() > 0 {
+	case KindOther, KindBinaryBytes:
+		if m.anyHit(src, &counts) {
 			return nil, true, counts
 		}
+	case KindBinaryInt, KindBinaryNumeric:
+		text, ok := binaryNumberText(p.Kind, src)
+		if !ok || m.anyHit(text, &counts) {
+			counts.Columns += b2i(!ok)
+			return nil, true, counts
+		}
+	case KindBinary:
+		// A binary value the detectors cannot read: fail closed.
+		counts.Columns = 1
+		return nil, true, counts
 	}
 	if !changed {
 		return src, false, counts
 	}
 	return out, false, counts
+}
+
+// anyHit counts the detector hits in src and reports whether there was one.
+func (m *Masker) anyHit(src []byte, counts *Counts) bool {
+	sc := newScanner(src, 0, m.on)
+	for h, ok := sc.next(); ok; h, ok = sc.next() {
+		counts.Detectors[h.det]++
+	}
+	return counts.Total() > 0
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// binaryNumberText is the decimal text of a binary int2/int4/int8 or numeric
+// value (false: a malformed value).
+func binaryNumberText(k Kind, src []byte) ([]byte, bool) {
+	if k == KindBinaryInt {
+		switch len(src) {
+		case 2:
+			return strconv.AppendInt(nil, int64(int16(binary.BigEndian.Uint16(src))), 10), true
+		case 4:
+			return strconv.AppendInt(nil, int64(int32(binary.BigEndian.Uint32(src))), 10), true
+		case 8:
+			return strconv.AppendInt(nil, int64(binary.BigEndian.Uint64(src)), 10), true
+		}
+		return nil, false
+	}
+	// numeric: ndigits, weight, sign, dscale (int16 each), then ndigits
+	// base-10000 digits; the first is at 10000^weight.
+	if len(src) < 8 {
+		return nil, false
+	}
+	ndigits := int(binary.BigEndian.Uint16(src))
+	weight := int(int16(binary.BigEndian.Uint16(src[2:])))
+	sign := binary.BigEndian.Uint16(src[4:])
+	if len(src) != 8+2*ndigits || ndigits > 1000 || weight > 1000 || weight < -1000 {
+		return nil, false
+	}
+	if sign != 0 && sign != 0x4000 {
+		return []byte("NaN"), true // NaN, ±Infinity
+	}
+	digit := func(i int) int {
+		if i < 0 || i >= ndigits {
+			return 0
+		}
+		return int(binary.BigEndian.Uint16(src[8+2*i:]))
+	}
+	out := make([]byte, 0, 4*(ndigits+2))
+	if sign == 0x4000 {
+		out = append(out, '-')
+	}
+	if weight < 0 {
+		out = append(out, '0')
+	}
+	for i := 0; i <= weight; i++ {
+		if i == 0 {
+			out = strconv.AppendInt(out, int64(digit(i)), 10)
+		} else {
+			out = append(out, fmt.Sprintf("%04d", digit(i))...)
+		}
+	}
+	if ndigits > weight+1 {
+		out = append(out, '.')
+		for i := weight + 1; i < ndigits; i++ {
+			out = append(out, fmt.Sprintf("%04d", digit(i))...)
+		}
+	}
+	return out, true
 }
 
 // appendJSONWhole appends a whole JSON value masked by a column rule: a JSON

@@ -78,6 +78,9 @@ func TestPlan(t *testing.T) {
 		{Name: "public.customers.amount", TypeOID: 1700},
 		{Name: "public.customers.photo", TypeOID: 17, Binary: true},
 		{Name: "lower", TypeOID: 99999, TextType: true},
+		{Name: "array", TypeOID: 1009, Binary: true},
+		{Name: "n", TypeOID: 20, Binary: true},
+		{Name: "f", TypeOID: 701, Binary: true},
 	})
 	want := []Plan{
 		{Rule: policy.MaskerPartial, Kind: KindText, label: "email"},
@@ -88,16 +91,67 @@ func TestPlan(t *testing.T) {
 		{Detect: true, Kind: KindText},
 		{Rule: policy.MaskerHash, Kind: KindOther, Nulled: true, label: "customer_id"},
 		{Detect: true, Kind: KindOther},
-		{Kind: KindBinary},
+		{Detect: true, Kind: KindBinaryBytes},
 		{Detect: true, Kind: KindText},
+		{Detect: true, Kind: KindBinary},
+		{Detect: true, Kind: KindBinaryInt},
+		{Kind: KindBinary},
 	}
 	for i := range want {
 		if plans[i] != want[i] {
 			t.Errorf("plan %d = %+v, want %+v", i, plans[i], want[i])
 		}
 	}
-	if !plans[8].Pass() || plans[5].Pass() {
+	if !plans[12].Pass() || plans[8].Pass() || plans[5].Pass() {
 		t.Error("Pass")
+	}
+}
+
+// TestMaskBinaryUnderDetectors: binary values of non-text types are read
+// (integers, numeric, bytea) or, when the relay cannot read them (arrays,
+// rows), made NULL; a float passes.
+func TestMaskBinaryUnderDetectors(t *testing.T) {
+	m := newMasker(t, specFromPolicy(t, testColumns, "[email, card, ssn]", "redact"))
+	be := func(n int64, size int) []byte {
+		b := make([]byte, size)
+		for i := size - 1; i >= 0; i-- {
+			b[i] = byte(n)
+			n >>= 8
+		}
+		return b
+	}
+	// numeric 4111111111111111: weight 3, digits 4111 1111 1111 1111.
+	numeric := []byte{0, 4, 0, 3, 0, 0, 0, 0, 0x10, 0x0f, 0x04, 0x57, 0x04, 0x57, 0x04, 0x57}
+	small := []byte{0, 2, 0, 0, 0, 0, 0, 2, 0, 42, 0x13, 0x88} // 42.5000
+	for _, c := range []struct {
+		name  string
+		oid   uint32
+		value []byte
+		null  bool
+	}{
+		{"int8 card number", 20, be(4111111111111111, 8), true},
+		{"int8 plain", 20, be(42, 8), false},
+		{"int4 plain", 23, be(123, 4), false},
+		{"numeric card number", 1700, numeric, true},
+		{"numeric plain", 1700, small, false},
+		{"bytea holding an email", 17, []byte("alice@example.com"), true},
+		{"bytea plain", 17, []byte{0, 1, 2}, false},
+		{"text[] array", 1009, []byte("anything"), true},
+		{"record", 2249, []byte("anything"), true},
+		{"float8", 701, be(0x4330000000000000, 8), false},
+		{"malformed int8", 20, []byte{1, 2, 3}, true},
+	} {
+		p := m.Plan([]Column{{Name: "x", TypeOID: c.oid, Binary: true}})[0]
+		_, null, _ := m.MaskValue(nil, &p, c.value)
+		if null != c.null {
+			t.Errorf("%s: null = %v, want %v", c.name, null, c.null)
+		}
+	}
+	if got, ok := binaryNumberText(KindBinaryNumeric, small); !ok || string(got) != "42.5000" {
+		t.Errorf("numeric 42.5 = %q, %v", got, ok)
+	}
+	if got, ok := binaryNumberText(KindBinaryNumeric, numeric); !ok || string(got) != "4111111111111111" {
+		t.Errorf("numeric card = %q, %v", got, ok)
 	}
 }
 
@@ -170,5 +224,23 @@ func TestMaskValueHashAcrossFormats(t *testing.T) {
 	b, _, _ := m.MaskValue(nil, &plans[3], []byte("a@b.co"))
 	if string(a) != string(b) {
 		t.Errorf("text hash: %q, binary %q", a, b)
+	}
+}
+
+// TestPlanUnresolved: a column of a table the relay could not name is NULL
+// under column rules (a rule naming its table might apply), and left to
+// the detectors when there are none.
+func TestPlanUnresolved(t *testing.T) {
+	withRules := newMasker(t, specFromPolicy(t, testColumns, "[email]", "redact"))
+	p := withRules.Plan([]Column{{Name: "..phone", TypeOID: OIDText, Unresolved: true}})[0]
+	if p.Rule != policy.MaskerNull {
+		t.Errorf("unresolved column under column rules: %+v", p)
+	}
+	if _, null, _ := withRules.MaskValue(nil, &p, []byte("+1 (555) 123-4567")); !null {
+		t.Error("unresolved column value not NULL")
+	}
+	detectorsOnly := newMasker(t, specFromPolicy(t, "", "[email]", "redact"))
+	if p := detectorsOnly.Plan([]Column{{Name: "..phone", TypeOID: OIDText, Unresolved: true}})[0]; p.Rule != policy.MaskerNone || !p.Detect {
+		t.Errorf("unresolved column without column rules: %+v", p)
 	}
 }

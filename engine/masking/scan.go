@@ -76,7 +76,14 @@ func numLeft(s []byte, i int) bool {
 		return true
 	}
 	switch p := s[i-1]; p {
-	case '.', ',', '-', '/', ':':
+	case ',', ':':
+		// Separators, never inside a number a detector looks for:
+		// PostgreSQL's array and row output and string_agg put values
+		// side by side with bare commas ({123-45-6789,234-56-7890}), and
+		// thousands separators and times ("12:30") leave groups too short
+		// for any detector.
+		return true
+	case '.', '-', '/':
 		return i < 2 || !isDigit(s[i-2])
 	case '+':
 		return false // a signed number, or a phone number already tried
@@ -91,7 +98,9 @@ func numRight(s []byte, e int) bool {
 		return true
 	}
 	switch c := s[e]; c {
-	case '.', ',', '-', '/', ':':
+	case ',', ':':
+		return true // see numLeft
+	case '.', '-', '/':
 		return e+1 >= len(s) || !isDigit(s[e+1])
 	default:
 		return !isWord(c) && c != '@'

@@ -157,3 +157,33 @@ func TestPrecisionCorpus(t *testing.T) {
 		}
 	}
 }
+
+// TestCommaJoinedNumbers: PostgreSQL's own output joins values with a bare
+// comma (array literals {a,b}, composite literals (a,b), string_agg(x,
+// ',')): two SSNs or card numbers side by side are each found, not taken
+// for parts of one longer number.
+func TestCommaJoinedNumbers(t *testing.T) {
+	spec := &policy.MaskSpec{}
+	for _, d := range []policy.Detector{policy.DetectorSSN, policy.DetectorCard, policy.DetectorPhone} {
+		spec.Detectors[d] = policy.MaskerRedact
+	}
+	m, err := New(Config{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ in, raw string }{
+		{"123-45-6789", "123-45-6789"},                             // control: masked
+		{"{123-45-6789,234-56-7890}", "123-45-6789"},               // array_agg(ssn)
+		{"123-45-6789,234-56-7890", "234-56-7890"},                 // string_agg(ssn, ',')
+		{"(2,x,5500-0000-0000-0004,234-56-7890,y)", "234-56-7890"}, // c::text, ssn after card
+		{"(2,x,5500-0000-0000-0004,234-56-7890,y)", "5500-0000-0000-0004"},
+		{"4111 1111 1111 1111,5500-0000-0000-0004", "5500-0000-0000-0004"},
+		{"SSNs: 123-45-6789,234-56-7890", "123-45-6789"}, // free text
+		{"123-45-6789:1", "123-45-6789"},
+	} {
+		out, _ := m.MaskText(nil, []byte(tc.in))
+		if strings.Contains(string(out), tc.raw) {
+			t.Errorf("MaskText(%q) = %q: %s left in clear", tc.in, out, tc.raw)
+		}
+	}
+}

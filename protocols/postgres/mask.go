@@ -473,11 +473,11 @@ func (ms *maskState) rowDescription(e *expect, body []byte) error {
 	}
 	cols := make([]masking.Column, len(rd.Fields))
 	for i, f := range rd.Fields {
-		name, ok := ms.cat.column(f.TableOID, int16(f.TableAttributeNumber))
+		name, ok, unresolved := ms.cat.column(f.TableOID, int16(f.TableAttributeNumber))
 		if !ok {
 			name = ".." + string(f.Name)
 		}
-		cols[i] = masking.Column{Name: name, TypeOID: f.DataTypeOID, Binary: f.Format == 1}
+		cols[i] = masking.Column{Name: name, TypeOID: f.DataTypeOID, Binary: f.Format == 1, Unresolved: unresolved}
 	}
 	plans := m.Plan(cols)
 	if e.kind == 'D' {

@@ -15,51 +15,65 @@ import (
 // RowDescription's table OID and attribute number, so that column rules
 // naming a table apply. It asks the target's catalog through its own
 // connection (the engine's credentials for the session, opened at the first
-// masked result that needs it) and caches each table for the session. When
-// it cannot (passthrough authentication, a failed connection or query),
-// columns fall back to their output names and the failure is logged once.
-// Only the server loop uses it.
+// masked result that needs it) and caches each table for the session.
+//
+// With passthrough authentication it has no credentials, and columns go by
+// their output names (documented). A failed connection or query is another
+// matter: an agent can cause one (using up the server's connections), so
+// the columns it could not name are unresolved, which the masker turns to
+// NULL when column rules apply, and the catalog is tried again after
+// catalogRetry. Only the server loop uses it.
 type catalog struct {
-	ss     *session
-	conn   *pgconn.PgConn
-	failed bool
-	tables map[uint32]*catTable // nil entry: lookup failed or no such table
+	ss      *session
+	conn    *pgconn.PgConn
+	retryAt time.Time            // after a failure, lookups fail at once until then
+	tables  map[uint32]*catTable // nil entry: no such table
 }
+
+// catalogRetry is how long after a failure the catalog is tried again.
+const catalogRetry = 2 * time.Second
+
+var errCatalogDown = errors.New("masking: the catalog connection failed recently")
 
 type catTable struct {
 	schema, name string
 	cols         map[int16]string
 }
 
-// column returns the qualified name of a table column, or false.
-func (c *catalog) column(oid uint32, attnum int16) (string, bool) {
+// column returns the qualified name of a table column, or false; unresolved
+// says the column comes from a table the catalog could not be asked about.
+func (c *catalog) column(oid uint32, attnum int16) (name string, ok, unresolved bool) {
 	if c == nil || oid == 0 || attnum <= 0 {
-		return "", false
+		return "", false, false
 	}
-	t, ok := c.tables[oid]
-	if !ok {
-		t = c.lookup(oid)
+	t, cached := c.tables[oid]
+	if !cached {
+		var err error
+		if t, err = c.lookup(oid); err != nil {
+			return "", false, !c.passthrough()
+		}
 		c.tables[oid] = t
 	}
 	if t == nil {
-		return "", false
+		return "", false, false
 	}
-	name, ok := t.cols[attnum]
-	if !ok {
-		return "", false
+	if name, ok = t.cols[attnum]; !ok {
+		return "", false, false
 	}
-	return t.schema + "." + t.name + "." + name, true
+	return t.schema + "." + t.name + "." + name, true, false
 }
+
+func (c *catalog) passthrough() bool { return authMode(c.ss.target) == policy.AuthPassthrough }
 
 // relation returns "schema.table" and the column names, in order, of the
 // table rel (a quoted regclass literal), or false.
 func (c *catalog) relation(rel string) (string, []string, bool) {
-	if c == nil || c.failed {
+	if c == nil {
 		return "", nil, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.ss.h.cfg.HandshakeTimeout)
 	defer cancel()
-	if !c.open(ctx) {
+	if c.open(ctx) != nil {
 		return "", nil, false
 	}
 	rr := c.conn.ExecParams(ctx, relationQuery, [][]byte{[]byte(rel)}, nil, nil, nil)
@@ -73,7 +87,7 @@ func (c *catalog) relation(rel string) (string, []string, bool) {
 		cols = append(cols, string(v[2]))
 	}
 	if _, err := rr.Close(); err != nil {
-		c.fail("masking: catalog lookup failed; column rules match output column names only", "relation", rel, "error", err)
+		c.fail("masking: catalog lookup failed", "relation", rel, "error", err)
 		return "", nil, false
 	}
 	return tbl, cols, cols != nil
@@ -86,22 +100,30 @@ join pg_catalog.pg_attribute a on a.attrelid = c.oid
 where c.oid = pg_catalog.to_regclass($1) and a.attnum > 0 and not a.attisdropped
 order by a.attnum`
 
-func (c *catalog) open(ctx context.Context) bool {
+func (c *catalog) open(ctx context.Context) error {
 	if c.conn != nil {
-		return true
+		return nil
+	}
+	if time.Now().Before(c.retryAt) {
+		return errCatalogDown
 	}
 	conn, err := c.connect(ctx)
 	if err != nil {
-		c.failed = true
-		c.ss.s.Log.Warn("masking: cannot open the catalog connection; column rules match output column names only", "error", err)
-		return false
+		c.retryAt = time.Now().Add(catalogRetry)
+		if c.passthrough() {
+			c.retryAt = time.Now().Add(24 * time.Hour) // it will not change
+			c.ss.s.Log.Info("masking: no catalog connection with passthrough authentication; column rules match output column names only")
+		} else {
+			c.ss.s.Log.Warn("masking: cannot open the catalog connection; columns of tables it cannot name are NULL under column rules until it works", "error", err)
+		}
+		return err
 	}
 	c.conn = conn
-	return true
+	return nil
 }
 
 func (c *catalog) fail(msg string, args ...any) {
-	c.failed = true
+	c.retryAt = time.Now().Add(catalogRetry)
 	c.conn.Close(context.Background())
 	c.conn = nil
 	c.ss.s.Log.Warn(msg, args...)
@@ -113,15 +135,12 @@ join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 join pg_catalog.pg_attribute a on a.attrelid = c.oid
 where c.oid = $1::oid and a.attnum > 0 and not a.attisdropped`
 
-func (c *catalog) lookup(oid uint32) *catTable {
-	if c.failed {
-		return nil
-	}
+func (c *catalog) lookup(oid uint32) (*catTable, error) {
 	timeout := c.ss.h.cfg.HandshakeTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if !c.open(ctx) {
-		return nil
+	if err := c.open(ctx); err != nil {
+		return nil, err
 	}
 	rr := c.conn.ExecParams(ctx, catalogQuery, [][]byte{[]byte(strconv.FormatUint(uint64(oid), 10))}, nil, nil, nil)
 	var t *catTable
@@ -136,10 +155,10 @@ func (c *catalog) lookup(oid uint32) *catTable {
 		}
 	}
 	if _, err := rr.Close(); err != nil {
-		c.fail("masking: catalog lookup failed; column rules match output column names only", "table_oid", oid, "error", err)
-		return nil
+		c.fail("masking: catalog lookup failed", "table_oid", oid, "error", err)
+		return nil, err
 	}
-	return t
+	return t, nil
 }
 
 func (c *catalog) connect(ctx context.Context) (*pgconn.PgConn, error) {
