@@ -103,6 +103,10 @@ type parsedStmt struct {
 	// upstream is the statement's name on the server ("" for the unnamed
 	// statement); see parse.
 	upstream string
+	// gated: the statement needs a human approval for each execution;
+	// credits are the approvals not used yet.
+	gated   bool
+	credits int
 }
 
 func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
@@ -153,6 +157,23 @@ func namesSentinel(s string) bool {
 		}
 		for _, p := range [...]string{sentinelPrefix, stmtPrefix, portalPrefix} {
 			if i+len(p) <= len(s) && strings.EqualFold(s[i+common:i+len(p)], p[common:]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// namesStore reports whether s names one of the tables the approvals and
+// recording stores keep in PostgreSQL, in any letter case.
+func namesStore(s string) bool {
+	for i := 0; i+len("interlock_") <= len(s); i++ {
+		if (s[i]|0x20) != 'i' || !strings.EqualFold(s[i:i+len("interlock_")], "interlock_") {
+			continue
+		}
+		rest := s[i+len("interlock_"):]
+		for _, t := range [...]string{"approvals", "records", "heads"} {
+			if len(rest) >= len(t) && strings.EqualFold(rest[:len(t)], t) {
 				return true
 			}
 		}

@@ -34,6 +34,9 @@ type decision struct {
 	copies []*copyOut
 	// rewrite, when set, is sent instead of the agent's query text.
 	rewrite string
+	// approved: a statement needed a human approval and got it (it covers
+	// one execution).
+	approved bool
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -94,6 +97,12 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// make a refusal run its statement, or a Bind reach another
 			// statement than the one decided.
 			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, "+stmtPrefix+"… or "+portalPrefix+"…, which Interlock uses itself", "")
+		}
+		if ds[i].refuse == nil && namesStore(st.Text) {
+			// The approvals and recording stores may live on a server the
+			// agent reaches (another database of a target): a write there
+			// could approve its own statement or rewrite the record.
+			ds[i].refuse = refusal("statements may not name interlock_approvals, interlock_records or interlock_heads, Interlock's own tables", "")
 		}
 		if ds[i].refuse == nil && unicodeIdent(st.Text) {
 			ds[i].refuse = refusal(`identifiers with Unicode escapes (U&"…") are not accepted: they can spell names Interlock reserves`, "")
@@ -209,6 +218,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	}
 	if out.refuse == nil {
 		out.rewrite = ss.notePrepared(cl, path)
+		for i := range ds {
+			out.approved = out.approved || ds[i].d.Verdict == policy.VerdictApprove
+		}
 	}
 	return out, cl
 }
@@ -491,7 +503,10 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 }
 
 func parsedFrom(d decision, query string, pol *policy.Policy) parsedStmt {
-	ps := parsedStmt{mask: d.mask, query: query, pol: pol}
+	ps := parsedStmt{mask: d.mask, query: query, pol: pol, gated: d.approved}
+	if d.approved {
+		ps.credits = 1 // the approval the Parse waited for: one execution
+	}
 	if len(d.copies) > 0 {
 		ps.copy = d.copies[0]
 	}
@@ -587,6 +602,22 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	}
 	if ok && p.blocked != nil {
 		return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(p.blocked)})
+	}
+	if ok && p.gated {
+		// An approval covers one execution: the Parse's approval the
+		// first Bind, a new request (and a human) each later one.
+		if p.credits > 0 {
+			p.credits--
+			ss.parsed[m.PreparedStatement] = p
+		} else {
+			d, _ := ss.decide(ctx, p.query, PathExtended)
+			if d.terminate != nil {
+				return ss.terminate(d.terminate)
+			}
+			if d.refuse != nil {
+				return ss.forward(&pgproto3.Bind{DestinationPortal: m.DestinationPortal, PreparedStatement: ss.block(d.refuse)})
+			}
+		}
 	}
 	if b, isBinder := ss.h.cfg.Observer.(Binder); isBinder {
 		ev := BindEvent{Statement: m.PreparedStatement, Portal: m.DestinationPortal, Params: m.Parameters, Formats: m.ParameterFormatCodes}
