@@ -14,6 +14,8 @@
 //                                     agent → anything else: egress policy.
 //   cgroup/sendmsg4, cgroup/sendmsg6  egress policy for unconnected UDP
 //                                     (sendto), which never calls connect.
+//   cgroup/sock_create                egress: deny agents get TCP and UDP
+//                                     sockets only (no ping, SCTP, raw).
 //   sockops                           re-key the record by the client's
 //                                     ip:port once it is bound (that is the
 //                                     engine's RemoteAddr()); delete on close.
@@ -331,6 +333,33 @@ int interlock_sendmsg4(struct bpf_sock_addr *ctx)
 	struct agent_info *a = NULL;
 	key4(ctx, &dst);
 	return decide(ctx, &dst, &a) < 0 ? SYS_REJECT : SYS_PROCEED;
+}
+
+// cgroup/sock_create: an agent with egress: deny may open TCP and UDP
+// sockets only (and MPTCP, which the connect hooks see like TCP). The
+// connect and sendmsg hooks run for those; ping sockets (ICMP echo from
+// unprivileged users where net.ipv4.ping_group_range allows it, the
+// systemd default), SCTP, raw sockets and others would send without them.
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_MPTCP 262
+#define SOCK_DGRAM 2
+
+SEC("cgroup/sock_create")
+int interlock_sock_create(struct bpf_sock *ctx)
+{
+	__u32 type = ctx->type;
+	__u32 protocol = ctx->protocol;
+
+	if (type == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP))
+		return SYS_PROCEED;
+	if (type == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+		return SYS_PROCEED;
+	struct agent_info *a = find_agent();
+	if (!a || (a->flags & AGENT_EGRESS_ALLOW))
+		return SYS_PROCEED;
+	count(V_EGRESS_DENIED);
+	return SYS_REJECT;
 }
 
 SEC("cgroup/sendmsg6")

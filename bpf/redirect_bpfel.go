@@ -64,6 +64,7 @@ const (
 	RedirectProgInterlockGetpeername6 = "interlock_getpeername6"
 	RedirectProgInterlockSendmsg4     = "interlock_sendmsg4"
 	RedirectProgInterlockSendmsg6     = "interlock_sendmsg6"
+	RedirectProgInterlockSockCreate   = "interlock_sock_create"
 	RedirectProgInterlockSockops      = "interlock_sockops"
 	RedirectVarEngineMark             = "engine_mark"
 	RedirectVarEnginePort4            = "engine_port4"
@@ -118,6 +119,7 @@ type RedirectProgramSpecs struct {
 	InterlockGetpeername6 *ebpf.ProgramSpec `ebpf:"interlock_getpeername6"`
 	InterlockSendmsg4     *ebpf.ProgramSpec `ebpf:"interlock_sendmsg4"`
 	InterlockSendmsg6     *ebpf.ProgramSpec `ebpf:"interlock_sendmsg6"`
+	InterlockSockCreate   *ebpf.ProgramSpec `ebpf:"interlock_sock_create"`
 	InterlockSockops      *ebpf.ProgramSpec `ebpf:"interlock_sockops"`
 }
 
@@ -203,6 +205,7 @@ type RedirectPrograms struct {
 	InterlockGetpeername6 *ebpf.Program `ebpf:"interlock_getpeername6"`
 	InterlockSendmsg4     *ebpf.Program `ebpf:"interlock_sendmsg4"`
 	InterlockSendmsg6     *ebpf.Program `ebpf:"interlock_sendmsg6"`
+	InterlockSockCreate   *ebpf.Program `ebpf:"interlock_sock_create"`
 	InterlockSockops      *ebpf.Program `ebpf:"interlock_sockops"`
 }
 
@@ -214,6 +217,7 @@ func (p *RedirectPrograms) Close() error {
 		p.InterlockGetpeername6,
 		p.InterlockSendmsg4,
 		p.InterlockSendmsg6,
+		p.InterlockSockCreate,
 		p.InterlockSockops,
 	)
 }

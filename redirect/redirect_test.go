@@ -340,8 +340,8 @@ func TestPrivilegedRestartAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(after.Links) != 7 || len(before.Links) != 7 {
-		t.Fatalf("links before %d after %d, want 7", len(before.Links), len(after.Links))
+	if len(after.Links) != 8 || len(before.Links) != 8 {
+		t.Fatalf("links before %d after %d, want 8 (connect4/6, sendmsg4/6, sock_create, sockops, getpeername4/6)", len(before.Links), len(after.Links))
 	}
 	for i := range after.Links {
 		if after.Links[i].LinkID != before.Links[i].LinkID {

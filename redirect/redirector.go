@@ -75,6 +75,7 @@ var attachments = []attachment{
 	{"connect6", ebpf.AttachCGroupInet6Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect6 }},
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg4 }},
 	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg6 }},
+	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockCreate }},
 	{"sockops", ebpf.AttachCGroupSockOps, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockops }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername4 }},
 	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername6 }},

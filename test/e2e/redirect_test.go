@@ -311,6 +311,21 @@ func TestEscapes(t *testing.T) {
 			t.Errorf("udp connect %s: %+v, want EPERM", addr, res)
 		}
 	}
+	// Sockets that send without the connect and sendmsg hooks: raw and
+	// ping (ICMP echo) sockets. An egress: deny agent may not open them; a
+	// process outside the agents, and an egress: allow agent, may.
+	writer := e.agentCgroup(t, "agents/writer", "writer")
+	outside := e.cg.Mkdir(t, "outside")
+	for _, kind := range []string{"raw4-socket", "ping4-socket"} {
+		if res := harness.Dial(t, agent, kind, ""); !strings.Contains(res.Err, "operation not permitted") {
+			t.Errorf("%s as an egress: deny agent: %+v, want EPERM", kind, res)
+		}
+		for name, cg := range map[string]string{"a non-agent": outside, "an egress: allow agent": writer} {
+			if res := harness.Dial(t, cg, kind, ""); res.Err != "" {
+				t.Errorf("%s as %s: %+v, want a socket", kind, name, res)
+			}
+		}
+	}
 	// Another loopback address of the same host is another destination.
 	alias := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), e.echo.Port())
 	if res := harness.Dial(t, agent, "tcp4", alias.String()); !strings.Contains(res.Err, "operation not permitted") {

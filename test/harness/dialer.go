@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +52,10 @@ func MaybeDial() {
 		c, err = dialFastOpen(req.Addr)
 	case "udp4-sendto":
 		res.Err = sendtoUDP(req.Addr)
+		json.NewEncoder(os.Stdout).Encode(res)
+		os.Exit(0)
+	case "raw4-socket", "ping4-socket":
+		res.Err = openSocket(req.Network)
 		json.NewEncoder(os.Stdout).Encode(res)
 		os.Exit(0)
 	default:
@@ -135,6 +140,33 @@ func sendtoUDP(addr string) string {
 	if err := syscall.Sendto(fd, []byte("x"), 0, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
 		return "sendto: " + err.Error()
 	}
+	return ""
+}
+
+// openSocket creates (and closes) a socket that needs no connect() or
+// sendmsg hook to send: a raw IPv4 socket (root has CAP_NET_RAW), or a ping
+// socket in a network namespace of its own where net.ipv4.ping_group_range
+// lets every group have one (the systemd default on most hosts). It returns
+// the error, "" when the socket was created.
+func openSocket(kind string) string {
+	typ, proto := syscall.SOCK_RAW, syscall.IPPROTO_ICMP
+	if kind == "ping4-socket" {
+		typ = syscall.SOCK_DGRAM
+		// Namespaces and /proc/sys/net belong to the thread.
+		runtime.LockOSThread()
+		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
+			return "unshare: " + err.Error()
+		}
+		// /proc/sys/net is the opening thread's namespace.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0); err != nil {
+			return "ping_group_range: " + err.Error()
+		}
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, typ|syscall.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return err.Error()
+	}
+	syscall.Close(fd)
 	return ""
 }
 
