@@ -34,8 +34,9 @@ func (ss *session) holdContext(ctx context.Context) (context.Context, func()) {
 }
 
 // watchClosed polls the agent's socket, without consuming anything, until
-// done: EOF or a reset calls gone. If the agent sends more (a pipelined
-// message), the watch ends: the connection is alive.
+// done: EOF or a reset calls gone. Once the agent has sent more (a
+// pipelined message, which the peek then always sees), its going away
+// shows as POLLRDHUP with those bytes still queued.
 func (ss *session) watchClosed(done <-chan struct{}, gone func()) {
 	raw := ss.cc.conn
 	if tc, ok := raw.(*tls.Conn); ok {
@@ -75,7 +76,17 @@ func (ss *session) watchClosed(done <-chan struct{}, gone func()) {
 			gone()
 			return
 		default:
-			return
+			var hup bool
+			rc.Control(func(fd uintptr) {
+				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+				if k, err := unix.Poll(fds, 0); err == nil && k > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+					hup = true
+				}
+			})
+			if hup {
+				gone()
+				return
+			}
 		}
 	}
 }

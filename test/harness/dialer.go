@@ -54,6 +54,16 @@ func MaybeDial() {
 		res.Err = sendtoUDP(req.Addr)
 		json.NewEncoder(os.Stdout).Encode(res)
 		os.Exit(0)
+	case "tcp4-late-byte":
+		// Raw mode, and one more byte half a second later: bytes the
+		// server has not read yet when the client goes away.
+		c, err = net.DialTimeout("tcp4", req.Addr, 3*time.Second)
+		if err == nil {
+			c.Write(req.Payload)
+			time.Sleep(500 * time.Millisecond)
+			c.Write([]byte{0})
+			req.Payload = []byte{} // read until quiet below, send nothing more
+		}
 	case "raw4-socket", "ping4-socket":
 		res.Err = openSocket(req.Network)
 		json.NewEncoder(os.Stdout).Encode(res)
@@ -70,7 +80,9 @@ func MaybeDial() {
 		if req.Payload != nil {
 			// Raw mode: send the bytes, read everything until the peer
 			// closes or goes quiet.
-			c.Write(req.Payload)
+			if req.Network != "tcp4-late-byte" {
+				c.Write(req.Payload)
+			}
 			b, _ := io.ReadAll(c)
 			res.Reply = string(b)
 		} else {
