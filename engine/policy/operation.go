@@ -354,23 +354,28 @@ func ParseCategory(name string) (FunctionCategory, bool) {
 // categoryByName lists PostgreSQL functions (unqualified, lower case) with
 // effects beyond their result. Prefix entries end in '*'.
 var categoryByName = map[string]FunctionCategory{
-	"pg_read_file":            CategoryServerFiles,
-	"pg_read_binary_file":     CategoryServerFiles,
-	"pg_ls_dir":               CategoryServerFiles,
-	"pg_stat_file":            CategoryServerFiles,
-	"pg_ls_logdir":            CategoryServerFiles,
-	"pg_ls_waldir":            CategoryServerFiles,
-	"pg_ls_tmpdir":            CategoryServerFiles,
-	"pg_ls_archive_statusdir": CategoryServerFiles,
-	"pg_ls_logicalmapdir":     CategoryServerFiles,
-	"pg_ls_logicalsnapdir":    CategoryServerFiles,
-	"pg_ls_replslotdir":       CategoryServerFiles,
-	"pg_file_write":           CategoryServerFiles,
-	"pg_file_rename":          CategoryServerFiles,
-	"pg_file_unlink":          CategoryServerFiles,
-	"pg_file_sync":            CategoryServerFiles,
-	"pg_logdir_ls":            CategoryServerFiles,
-	"pg_current_logfile":      CategoryServerFiles,
+	// Prefixes: PostgreSQL keeps older signatures under suffixed names
+	// (pg_read_file_old in 15) with the same C code.
+	"pg_read_file*":             CategoryServerFiles,
+	"pg_read_binary_file*":      CategoryServerFiles,
+	"pg_show_all_file_settings": CategoryServerFiles, // postgresql.conf and its includes
+	"pg_hba_file_rules":         CategoryServerFiles, // pg_hba.conf
+	"pg_ident_file_mappings":    CategoryServerFiles, // pg_ident.conf
+	"pg_ls_dir":                 CategoryServerFiles,
+	"pg_stat_file":              CategoryServerFiles,
+	"pg_ls_logdir":              CategoryServerFiles,
+	"pg_ls_waldir":              CategoryServerFiles,
+	"pg_ls_tmpdir":              CategoryServerFiles,
+	"pg_ls_archive_statusdir":   CategoryServerFiles,
+	"pg_ls_logicalmapdir":       CategoryServerFiles,
+	"pg_ls_logicalsnapdir":      CategoryServerFiles,
+	"pg_ls_replslotdir":         CategoryServerFiles,
+	"pg_file_write":             CategoryServerFiles,
+	"pg_file_rename":            CategoryServerFiles,
+	"pg_file_unlink":            CategoryServerFiles,
+	"pg_file_sync":              CategoryServerFiles,
+	"pg_logdir_ls":              CategoryServerFiles,
+	"pg_current_logfile":        CategoryServerFiles,
 
 	"lo_import":     CategoryLargeObject,
 	"lo_export":     CategoryLargeObject,
@@ -394,7 +399,7 @@ var categoryByName = map[string]FunctionCategory{
 	"pg_terminate_backend":           CategoryBackendSignal,
 	"pg_cancel_backend":              CategoryBackendSignal,
 	"pg_reload_conf":                 CategoryBackendSignal,
-	"pg_rotate_logfile":              CategoryBackendSignal,
+	"pg_rotate_logfile*":             CategoryBackendSignal,
 	"pg_promote":                     CategoryBackendSignal,
 	"pg_log_backend_memory_contexts": CategoryBackendSignal,
 
@@ -420,6 +425,9 @@ var categoryByName = map[string]FunctionCategory{
 	"ts_stat":                       CategoryDynamicSQL,
 	"ts_rewrite":                    CategoryDynamicSQL,
 
+	"brin_summarize*":                     CategoryAdmin, // index maintenance writes
+	"brin_desummarize_range":              CategoryAdmin,
+	"gin_clean_pending_list":              CategoryAdmin,
 	"pg_sleep*":                           CategoryAdmin,
 	"pg_advisory*":                        CategoryAdmin,
 	"pg_try_advisory*":                    CategoryAdmin,

@@ -362,13 +362,17 @@ func (w *walker) ddl(typ string, v jval, st *Statement) bool {
 	case "IndexStmt":
 		op.Action, st.Tag = create, "CREATE INDEX"
 		table := w.relation(w.field(v, "relation"), create, false)
-		if idx := w.t.getStr(v, "idxname"); idx != "" {
-			schema := schemaPublic
-			if i := strings.LastIndexByte(table, '.'); i > 0 && !strings.Contains(table, `"`) {
-				schema = table[:i]
-			}
-			w.add(policy.Object{Kind: policy.KindOther, Name: "index:" + qualify(schema, idx), Action: create})
+		// An unnamed index gets a name the server makes up: "?" here, which
+		// only a rule for every index of the schema covers.
+		idx := w.t.getStr(v, "idxname")
+		if idx == "" {
+			idx = "?"
 		}
+		schema := schemaPublic
+		if i := strings.LastIndexByte(table, '.'); i > 0 && !strings.Contains(table, `"`) {
+			schema = table[:i]
+		}
+		w.add(policy.Object{Kind: policy.KindOther, Name: "index:" + qualify(schema, idx), Action: create})
 		w.utility(typ, v, create, "relation")
 	case "CreateSeqStmt":
 		op.Action, st.Tag = create, "CREATE SEQUENCE"

@@ -465,6 +465,9 @@ var sqlJSONFunctions = map[string]string{
 	"JsonArrayAgg":              "json_arrayagg",
 	"JsonTable":                 "json_table",
 	"JsonFuncExpr":              "", // by op, see sqlJSON
+	// merge_action() outside MERGE … RETURNING: a PostgreSQL 16 or older
+	// server calls a function of that name.
+	"MergeSupportFunc": "merge_action",
 }
 
 func (w *walker) sqlJSON(typ, name string, v jval) {

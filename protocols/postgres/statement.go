@@ -82,13 +82,18 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		}
 		op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, roles
 		op.Attrs.InTransaction = inTx
+		op.Objects = catalogReads(op.Objects)
 		d := pol.Decide(&op)
 		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
 		if name, ok := pinnedSetting(&op); ok && ds[i].refuse == nil {
 			// The classification of every later statement depends on these
 			// settings keeping the values the engine pinned at startup, so
 			// no policy can allow changing them.
-			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: it would change how later statements are understood", "")
+			why := "it would change how later statements are understood"
+			if guardedSetting(strings.ToLower(name)) {
+				why = "with the engine's credentials it would switch off triggers and constraints or hide the session from the server's log"
+			}
+			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: "+why, "")
 		}
 		if ds[i].refuse == nil && (namesSentinel(st.Text) || namesSentinel(st.Prepare) || namesSentinel(st.Execute) || namesSentinel(st.Deallocate)) {
 			// Interlock's own names: the statement a refusal is replaced
@@ -334,11 +339,55 @@ func pinnedSetting(op *policy.Operation) (string, bool) {
 		if o.Kind != policy.KindSetting || o.Action != policy.ActionSet {
 			continue
 		}
-		if _, pinned := pinnedParams[strings.ToLower(o.Name)]; pinned || o.Name == "*" {
+		name := strings.ToLower(o.Name)
+		if _, pinned := pinnedParams[name]; pinned || o.Name == "*" || guardedSetting(name) {
 			return o.Name, true
 		}
 	}
 	return "", false
+}
+
+// guardedSetting reports settings no agent may change even where its
+// policy allows SET, because the engine's credentials (often a superuser)
+// make them take effect: session_replication_role = replica switches off
+// triggers, foreign keys and rules, and the log_* settings would hide the
+// session from the server's own log.
+func guardedSetting(name string) bool {
+	return name == "session_replication_role" || strings.HasPrefix(name, "log_")
+}
+
+// catalogReads adds what reading some catalog relations amounts to: the
+// planner statistics, password hashes and large objects hold values of
+// every table (they read as table "*", which a `pg_catalog.*` rule does not
+// cover), and the configuration-file views call the functions that read
+// those files. objs is returned as it is when nothing applies (it may be a
+// cached classification's: it is never appended to).
+func catalogReads(objs []policy.Object) []policy.Object {
+	var extra []policy.Object
+	for _, o := range objs {
+		if o.Kind != policy.KindTable || !strings.HasPrefix(o.Name, "pg_catalog.") {
+			continue
+		}
+		switch strings.TrimPrefix(o.Name, "pg_catalog.") {
+		case "pg_statistic", "pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic_ext_data",
+			"pg_authid", "pg_shadow", "pg_user_mapping", "pg_user_mappings", "pg_largeobject":
+			extra = append(extra, policy.Object{Kind: policy.KindTable, Name: "*", Action: o.Action})
+		case "pg_file_settings":
+			extra = append(extra, catalogFunction("pg_show_all_file_settings"))
+		case "pg_hba_file_rules":
+			extra = append(extra, catalogFunction("pg_hba_file_rules"))
+		case "pg_ident_file_mappings":
+			extra = append(extra, catalogFunction("pg_ident_file_mappings"))
+		}
+	}
+	if extra == nil {
+		return objs
+	}
+	return append(slices.Clone(objs), extra...)
+}
+
+func catalogFunction(name string) policy.Object {
+	return policy.Object{Kind: policy.KindFunction, Name: "pg_catalog." + name, Action: policy.ActionExecute, Category: policy.CategoryOf(name)}
 }
 
 // maskLeakNames are catalog relations and functions whose rows carry data

@@ -77,7 +77,7 @@ roles:
       - {id: write, actions: [insert, update, delete, merge], tables: ["public.*"], decision: allow}
       - {id: create, actions: [create], tables: ["public.*"], decision: allow}
       - {id: copy, actions: [copy_from_stdin, copy_to_stdout], tables: ["public.*"], decision: allow}
-      - {id: sequences, function_categories: [admin], functions: ["pg_catalog.nextval", "pg_catalog.setval"], decision: allow}
+      - {id: sequences, functions: ["pg_catalog.nextval", "pg_catalog.setval"], decision: allow}
 rules:
   - {id: no-destruction, actions: [drop, truncate], decision: block, message: "DROP and TRUNCATE are not allowed"}
   - {id: no-server-escape, actions: [copy_to_program, copy_from_program, copy_to_file, copy_from_file], decision: block}
