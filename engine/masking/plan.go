@@ -3,6 +3,7 @@ package masking
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode"
@@ -64,11 +65,14 @@ const (
 	KindBinaryInt
 	KindBinaryNumeric
 	KindBinaryBytes
+	// KindBinaryFloat: float4/float8 in binary format, read as the
+	// shortest decimal that PostgreSQL prints (exact for integers below
+	// 2^53, so a card number survives in a float8).
+	KindBinaryFloat
 )
 
 // Built-in types whose binary values need no detector: they hold no text
-// and no more digits than a text-format value shows (floats print
-// rounded, so a card number does not survive in one).
+// and too few digits for any detector (oid: 10 at most).
 const (
 	oidBool        = 16
 	oidBytea       = 17
@@ -92,10 +96,12 @@ const (
 // detectors, and false when the value passes untouched.
 func binaryKind(oid uint32) (Kind, bool) {
 	switch oid {
-	case oidBool, oidOID, oidFloat4, oidFloat8, oidDate, oidTime, oidTimestamp, oidTimestampTZ, oidInterval, oidTimeTZ, oidUUID:
+	case oidBool, oidOID, oidDate, oidTime, oidTimestamp, oidTimestampTZ, oidInterval, oidTimeTZ, oidUUID:
 		return KindBinary, false
 	case oidInt2, oidInt4, oidInt8:
 		return KindBinaryInt, true
+	case oidFloat4, oidFloat8:
+		return KindBinaryFloat, true
 	case oidNumeric:
 		return KindBinaryNumeric, true
 	case oidBytea:
@@ -252,7 +258,7 @@ func (m *Masker) MaskValue(dst []byte, p *Plan, src []byte) (out []byte, null bo
 		if m.anyHit(src, &counts) {
 			return nil, true, counts
 		}
-	case KindBinaryInt, KindBinaryNumeric:
+	case KindBinaryInt, KindBinaryNumeric, KindBinaryFloat:
 		text, ok := binaryNumberText(p.Kind, src)
 		if !ok || m.anyHit(text, &counts) {
 			counts.Columns += b2i(!ok)
@@ -288,6 +294,15 @@ func b2i(b bool) int {
 // binaryNumberText is the decimal text of a binary int2/int4/int8 or numeric
 // value (false: a malformed value).
 func binaryNumberText(k Kind, src []byte) ([]byte, bool) {
+	if k == KindBinaryFloat {
+		switch len(src) {
+		case 4:
+			return strconv.AppendFloat(nil, float64(math.Float32frombits(binary.BigEndian.Uint32(src))), 'f', -1, 32), true
+		case 8:
+			return strconv.AppendFloat(nil, math.Float64frombits(binary.BigEndian.Uint64(src)), 'f', -1, 64), true
+		}
+		return nil, false
+	}
 	if k == KindBinaryInt {
 		switch len(src) {
 		case 2:

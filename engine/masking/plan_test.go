@@ -2,6 +2,7 @@ package masking
 
 import (
 	"encoding/json"
+	"math"
 	"regexp"
 	"testing"
 
@@ -95,14 +96,14 @@ func TestPlan(t *testing.T) {
 		{Detect: true, Kind: KindText},
 		{Detect: true, Kind: KindBinary},
 		{Detect: true, Kind: KindBinaryInt},
-		{Kind: KindBinary},
+		{Detect: true, Kind: KindBinaryFloat},
 	}
 	for i := range want {
 		if plans[i] != want[i] {
 			t.Errorf("plan %d = %+v, want %+v", i, plans[i], want[i])
 		}
 	}
-	if !plans[12].Pass() || plans[8].Pass() || plans[5].Pass() {
+	if plans[12].Pass() || plans[8].Pass() || plans[5].Pass() {
 		t.Error("Pass")
 	}
 }
@@ -139,6 +140,7 @@ func TestMaskBinaryUnderDetectors(t *testing.T) {
 		{"text[] array", 1009, []byte("anything"), true},
 		{"record", 2249, []byte("anything"), true},
 		{"float8", 701, be(0x4330000000000000, 8), false},
+		{"float8 card number", 701, be(int64(math.Float64bits(378282246310005)), 8), true},
 		{"malformed int8", 20, []byte{1, 2, 3}, true},
 	} {
 		p := m.Plan([]Column{{Name: "x", TypeOID: c.oid, Binary: true}})[0]

@@ -149,3 +149,28 @@ func TestApprovalTimeoutInTransactionTerminates(t *testing.T) {
 		}
 	}
 }
+
+// TestApprovedUnnamedStatementIsNamed: an approved statement parsed as the
+// unnamed statement goes to the server under a name of its own, so that an
+// unnamed Parse the server skips later cannot leave it bindable as "".
+func TestApprovedUnnamedStatementIsNamed(t *testing.T) {
+	ps, m := newApprovalSession(t, 'I')
+	ps.send(t, &pgproto3.Parse{Query: "delete from orders where id = $1"})
+	id := pendingID(t, ps)
+	r, err := m.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Decide(context.Background(), id, dba, true, "ok", r.Digest); err != nil {
+		t.Fatal(err)
+	}
+	ps.send(t, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	p := ps.serverReceive(t).(*pgproto3.Parse)
+	name := strings.Clone(p.Name)
+	if !strings.HasPrefix(name, stmtPrefix) {
+		t.Fatalf("approved unnamed Parse forwarded as %q", name)
+	}
+	if b := ps.serverReceive(t).(*pgproto3.Bind); b.PreparedStatement != name {
+		t.Fatalf("its Bind forwarded as %q, want %q", b.PreparedStatement, name)
+	}
+}

@@ -147,6 +147,11 @@ func (ms *maskState) copyPlans(m *masking.Masker, co *copyOut, n int) ([]masking
 			if len(co.cols) != n {
 				return nil, fmt.Errorf("masking: COPY names %d columns, the server sends %d", len(co.cols), n)
 			}
+			if !ok && ms.cat != nil && !ms.cat.passthrough() && len(m.Spec().Columns) > 0 {
+				// The catalog failed (an agent can make it fail): rules
+				// naming the table would not match "..<column>".
+				return nil, fmt.Errorf("masking: COPY of %s: the catalog is unavailable and the mask has column rules", co.rel)
+			}
 			prefix := ".."
 			if ok {
 				prefix = tbl + "."

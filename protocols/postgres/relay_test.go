@@ -378,6 +378,12 @@ func TestDeallocateOfParsedStatementRewritten(t *testing.T) {
 	ps.serverSend(t, &pgproto3.ParseComplete{}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 	ps.agentReceive(t)
 	ps.agentReceive(t)
+	// psycopg in pipeline mode sends it with the extended protocol.
+	ps.send(t, &pgproto3.Parse{Query: "DEALLOCATE _pg3_0"}, &pgproto3.Flush{})
+	if p := ps.serverReceive(t).(*pgproto3.Parse); p.Query != "DEALLOCATE "+quoteIdent(up) {
+		t.Fatalf("extended: forwarded %q", p.Query)
+	}
+	ps.serverReceive(t) // Flush
 	ps.send(t, &pgproto3.Query{String: "DEALLOCATE _pg3_0"})
 	if q := ps.serverReceive(t).(*pgproto3.Query); q.String != "DEALLOCATE "+quoteIdent(up) {
 		t.Fatalf("forwarded %q", q.String)

@@ -272,9 +272,10 @@ func (ss *session) checkPrepare(cl *Classification, i int, path string) *pgproto
 
 // notePrepared applies a forwarded query's SQL PREPARE, DEALLOCATE and
 // DISCARD ALL statements to the prepared statement tables. It returns the
-// text to send instead of a simple query that is only a DEALLOCATE of a
-// protocol-level statement (psycopg and Rails drop their statements so):
-// the server knows it by its server-side name.
+// text to send instead of a query (simple, or a Parse: psycopg in pipeline
+// mode) that is only a DEALLOCATE of a protocol-level statement (psycopg
+// and Rails drop their statements so): the server knows it by its
+// server-side name.
 func (ss *session) notePrepared(cl *Classification, path string) (rewrite string) {
 	for i := range cl.Statements {
 		st := &cl.Statements[i]
@@ -283,7 +284,7 @@ func (ss *session) notePrepared(cl *Classification, path string) (rewrite string
 			ss.prepared[st.Prepare] = sqlPrepared{op: st.Op}
 		case st.Deallocate != "":
 			p, parsed := ss.parsed[st.Deallocate]
-			if _, sql := ss.prepared[st.Deallocate]; parsed && !sql && p.upstream != "" && path == PathSimple && len(cl.Statements) == 1 {
+			if _, sql := ss.prepared[st.Deallocate]; parsed && !sql && p.upstream != "" && len(cl.Statements) == 1 {
 				rewrite = "DEALLOCATE " + quoteIdent(p.upstream)
 			}
 			if ss.deallocateIsCertain(st, i, len(cl.Statements), path) {
@@ -527,9 +528,12 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 	// older statement answering to it. The unnamed statement keeps its
 	// name: the server plans it per Bind and drops it at the next Parse.
 	upstream := ""
-	if m.Name != "" {
+	newName := func() string {
 		ss.stmts++
-		upstream = ss.stmtPrefix + strconv.FormatUint(ss.stmts, 10)
+		return ss.stmtPrefix + strconv.FormatUint(ss.stmts, 10)
+	}
+	if m.Name != "" {
+		upstream = newName()
 	}
 	if namesSentinel(m.Name) {
 		e := refusal("statement names may not start with "+sentinelPrefix+" or "+stmtPrefix+", which Interlock uses itself", "")
@@ -545,10 +549,20 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		ss.parsed[m.Name] = parsedStmt{blocked: d.refuse, upstream: upstream}
 		return ss.forward(&pgproto3.Parse{Name: upstream, Query: ss.block(d.refuse)})
 	}
+	if d.approved && upstream == "" {
+		// An approved statement never sits in the server's unnamed slot:
+		// a later unnamed Parse that the server skips (after an error)
+		// would leave it there for a Bind Interlock takes for the new one.
+		upstream = newName()
+	}
 	ps := parsedFrom(d, m.Query, pol)
 	ps.syncs, ps.done, ps.upstream = ss.syncs, new(atomic.Bool), upstream
 	ss.parsed[m.Name] = ps
-	return ss.forward(&pgproto3.Parse{Name: upstream, Query: m.Query, ParameterOIDs: m.ParameterOIDs})
+	query := m.Query
+	if d.rewrite != "" {
+		query = d.rewrite // DEALLOCATE of a protocol statement, by its server-side name
+	}
+	return ss.forward(&pgproto3.Parse{Name: upstream, Query: query, ParameterOIDs: m.ParameterOIDs})
 }
 
 func parsedFrom(d decision, query string, pol *policy.Policy) parsedStmt {

@@ -161,6 +161,13 @@ func TestMaskingAttackCatalogExhaustion(t *testing.T) {
 	if !waitOut("q1|") {
 		t.Fatalf("masked read:\n%s", out.String())
 	}
+	// COPY with a column list names its columns from the catalog too:
+	// the session ends rather than the relay sending them by output name
+	// (which is why it comes last).
+	io.WriteString(stdin, "copy customers (phone, nickname) to stdout;\n")
+	if !waitOut("connection to server was lost") {
+		t.Errorf("COPY with the catalog unavailable: want the session ended\n%s", out.String())
+	}
 	for _, in := range fillerIn {
 		in.Close()
 	}
@@ -168,12 +175,6 @@ func TestMaskingAttackCatalogExhaustion(t *testing.T) {
 		f.Wait()
 	}
 	fillers, fillerIn = nil, nil
-	// With the slots free again: NULL until the catalog is retried, then
-	// masked by the rules; never raw.
-	io.WriteString(stdin, "select 'q2', phone, nickname from customers where id = 2;\n")
-	if !waitOut("q2|") {
-		t.Fatalf("second read:\n%s", out.String())
-	}
 	got := out.String()
 	for _, raw := range []string{"+1 (555) 123-4567", "+44 20 7946 0958", "|ali"} {
 		if strings.Contains(got, raw) {
