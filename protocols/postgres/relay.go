@@ -125,7 +125,6 @@ func (ss *session) serverMessage(typ byte, msg []byte) ([]byte, error) {
 			ss.txStatus.Store(uint32(body[0]))
 			ss.h.cfg.Observer.ReadyForQuery(ss.s, body[0])
 		}
-		ss.inFlight.Add(-1)
 		ss.answeredRequest()
 	case 'C':
 		tag := body

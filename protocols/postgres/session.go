@@ -62,12 +62,10 @@ type session struct {
 	pending      map[string]pendingRefusal // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
-	// inFlight counts requests (Query, Sync, FunctionCall) the server has
-	// not answered with ReadyForQuery yet; requests counts those forwarded
-	// and answered those answered, so far.
-	inFlight atomic.Int64
+	// requests counts the requests (Query, Sync, FunctionCall) forwarded so
+	// far, answered those the server answered with ReadyForQuery.
 	requests atomic.Int64
-	answered int64 // serverLoop only
+	answered atomic.Int64
 	// inRequest: clientLoop is handling a Query or FunctionCall (a refusal
 	// made now belongs to it, not to the next Sync).
 	inRequest bool
@@ -145,40 +143,37 @@ const (
 	portalPrefix   = "interlock_portal_"
 )
 
-// namesSentinel reports whether s contains one of Interlock's own name
-// prefixes in any letter case, without copying s (it runs for every statement): an
-// agent that could create or name such statements could make a refusal
-// run one, or reach another statement than the one Interlock decided.
-func namesSentinel(s string) bool {
+// interlockNames reports whether s names, in any letter case, one of
+// Interlock's own name prefixes (own: an agent that could create or name
+// such statements could make a refusal run one, or reach another statement
+// than the one Interlock decided) or one of the tables the approvals and
+// recording stores keep in PostgreSQL (store). It reads s once without
+// copying it: it runs for every statement.
+func interlockNames(s string) (own, store bool) {
 	const common = len("interlock_")
 	for i := 0; i+common <= len(s); i++ {
 		if (s[i]|0x20) != 'i' || !strings.EqualFold(s[i:i+common], "interlock_") {
 			continue
 		}
+		rest := s[i+common:]
 		for _, p := range [...]string{sentinelPrefix, stmtPrefix, portalPrefix} {
-			if i+len(p) <= len(s) && strings.EqualFold(s[i+common:i+len(p)], p[common:]) {
-				return true
-			}
+			own = own || hasPrefixFold(rest, p[common:])
+		}
+		for _, t := range [...]string{"approvals", "records", "heads"} {
+			store = store || hasPrefixFold(rest, t)
 		}
 	}
-	return false
+	return own, store
 }
 
-// namesStore reports whether s names one of the tables the approvals and
-// recording stores keep in PostgreSQL, in any letter case.
-func namesStore(s string) bool {
-	for i := 0; i+len("interlock_") <= len(s); i++ {
-		if (s[i]|0x20) != 'i' || !strings.EqualFold(s[i:i+len("interlock_")], "interlock_") {
-			continue
-		}
-		rest := s[i+len("interlock_"):]
-		for _, t := range [...]string{"approvals", "records", "heads"} {
-			if len(rest) >= len(t) && strings.EqualFold(rest[:len(t)], t) {
-				return true
-			}
-		}
-	}
-	return false
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// namesSentinel reports whether s names one of Interlock's own prefixes.
+func namesSentinel(s string) bool {
+	own, _ := interlockNames(s)
+	return own
 }
 
 // unicodeIdent reports whether s holds a U&"…" identifier, whose escapes
@@ -238,7 +233,7 @@ func (ss *session) run(ctx context.Context) error {
 		ss.cc.conn.Close()
 	}()
 	clientErr := ss.clientLoop(ctx)
-	if ss.inFlight.Load() > 0 {
+	if ss.inFlight() > 0 {
 		// The agent left (or broke the protocol) while the server is still
 		// working for it: stop that work instead of letting it run on.
 		ss.h.cancels.cancelBackend(ss.s, ss.up)
@@ -267,7 +262,6 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		flush := false
 		switch m := msg.(type) {
 		case *pgproto3.Query:
-			ss.inFlight.Add(1)
 			ss.requests.Add(1)
 			ss.inRequest = true
 			err = ss.query(ctx, m)
@@ -312,7 +306,6 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Sync:
 			ss.syncs++
 			ss.extendedOpen = false
-			ss.inFlight.Add(1)
 			ss.requests.Add(1)
 			err = ss.forward(m)
 			flush = true
@@ -320,7 +313,6 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			err = ss.forward(m)
 			flush = true
 		case *pgproto3.FunctionCall:
-			ss.inFlight.Add(1)
 			ss.requests.Add(1)
 			ss.inRequest = true
 			err = ss.functionCall(ctx, m)
@@ -412,6 +404,9 @@ func (ss *session) block(e *pgproto3.ErrorResponse) string {
 	return token
 }
 
+// inFlight is the number of requests the server has not answered yet.
+func (ss *session) inFlight() int64 { return ss.requests.Load() - ss.answered.Load() }
+
 // pendingRefusal is the agent's error for a sentinel, and the number of the
 // request (Query, Sync, FunctionCall) whose ReadyForQuery ends it.
 type pendingRefusal struct {
@@ -424,10 +419,10 @@ type pendingRefusal struct {
 // an error until the Sync, so the sentinels of refused messages behind a
 // failing one never come back as errors.
 func (ss *session) answeredRequest() {
-	ss.answered++
+	answered := ss.answered.Add(1)
 	ss.mu.Lock()
 	for token, p := range ss.pending {
-		if p.answeredBy <= ss.answered {
+		if p.answeredBy <= answered {
 			delete(ss.pending, token)
 		}
 	}

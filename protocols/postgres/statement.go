@@ -95,7 +95,8 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			}
 			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: "+why, "")
 		}
-		if ds[i].refuse == nil && (namesSentinel(st.Text) || namesSentinel(st.Prepare) || namesSentinel(st.Execute) || namesSentinel(st.Deallocate)) {
+		ownName, storeName := interlockNames(st.Text)
+		if ds[i].refuse == nil && (ownName || namesSentinel(st.Prepare) || namesSentinel(st.Execute) || namesSentinel(st.Deallocate)) {
 			// Interlock's own names: the statement a refusal is replaced
 			// with, and the server-side names of the agent's statements
 			// and portals. An agent that could create or drop those could
@@ -103,7 +104,7 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 			// statement than the one decided.
 			ds[i].refuse = refusal("statements may not name "+sentinelPrefix+"…, "+stmtPrefix+"… or "+portalPrefix+"…, which Interlock uses itself", "")
 		}
-		if ds[i].refuse == nil && namesStore(st.Text) {
+		if ds[i].refuse == nil && storeName {
 			// The approvals and recording stores may live on a server the
 			// agent reaches (another database of a target): a write there
 			// could approve its own statement or rewrite the record.
@@ -320,7 +321,7 @@ func (ss *session) deallocateIsCertain(st *Statement, i, n int, path string) boo
 	// extended-protocol message since the last Sync (after an error the
 	// server skips everything, a Query too, until the Sync); so the
 	// transaction state is current too.
-	if path != PathSimple || i != 0 || n != 1 || ss.inFlight.Load() != 1 || ss.extendedOpen {
+	if path != PathSimple || i != 0 || n != 1 || ss.inFlight() != 1 || ss.extendedOpen {
 		return false
 	}
 	switch byte(ss.txStatus.Load()) {

@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -72,23 +70,6 @@ func TestMaskingAttackCommaJoinedValues(t *testing.T) {
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestMaskingAttackCatalogExhaustion: column rules that name a table
 // (customers.phone, public.customers.nickname) need the catalog connection
 // the engine opens at the first masked result of a session. The agent can
@@ -103,7 +84,7 @@ func TestMaskingAttackCatalogExhaustion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuf
+	var out harness.SyncBuffer
 	attack.Stdout, attack.Stderr = &out, &out
 	if err := attack.Start(); err != nil {
 		t.Fatal(err)

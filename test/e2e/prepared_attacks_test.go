@@ -164,49 +164,24 @@ func attackScenario(c *rawClient, scenario string) {
 		q("declare c cursor with hold for " + attackQ)
 		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
 		c.until(1, nil)
-	case "cursor-stale-plans":
-		// The relay remembers the plans of a cursor it executed through
-		// the protocol (keyed by the cursor's name) and does not describe
-		// it again: a later cursor of the same name, over a masked query,
-		// is masked with the first cursor's plans (binary int4: pass).
-		q("begin")
-		q("declare c binary cursor for select 1, 2, 3, 4, 5, 6, 7, 8")
-		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		c.until(1, nil)
-		q("commit")
-		q("begin")
-		q("declare c cursor for " + attackQ)
-		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		c.until(1, nil)
-		q("commit")
-	case "cursor-stale-plans-text":
-		// The same with a text first cursor: detectors still run, but the
-		// column rules (ssn redact, phone partial) were planned by the
-		// first cursor's column names.
-		q("begin")
-		q("declare c cursor for select 1 as a, 'x' as b, 'x' as c, 'x' as d, 'x' as e, 'x' as f, 'x' as g, 'x' as h")
-		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		c.until(1, nil)
-		q("commit")
-		q("begin")
-		q("declare c cursor for " + attackQ)
-		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		c.until(1, nil)
-		q("commit")
-	case "cursor-stale-plans-json":
-		// The first cursor's columns are json: the second cursor's text
-		// values are scanned as JSON, where text outside string tokens
-		// and numbers is never looked at by the detectors.
-		q("begin")
-		q("declare c cursor for select 1, '{}'::json, '{}'::json, '{}'::json, '{}'::json, '{}'::json, '{}'::json, '{}'::json")
-		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		c.until(1, nil)
-		q("commit")
-		q("begin")
-		q("declare c cursor for " + attackQ)
-		c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		c.until(1, nil)
-		q("commit")
+	case "cursor-stale-plans", "cursor-stale-plans-text", "cursor-stale-plans-json":
+		// A cursor executed through the protocol, then a cursor of the
+		// same name over the masked query: it must be described again, not
+		// masked by the first cursor's plans (binary int4, which passes;
+		// text columns with other names, which no column rule matches;
+		// json, where only string and number tokens are scanned).
+		first := map[string]string{
+			"cursor-stale-plans":      "declare c binary cursor for select 1, 2, 3, 4, 5, 6, 7, 8",
+			"cursor-stale-plans-text": "declare c cursor for select 1 as a, 'x' as b, 'x' as c, 'x' as d, 'x' as e, 'x' as f, 'x' as g, 'x' as h",
+			"cursor-stale-plans-json": "declare c cursor for select 1, '{}'::json, '{}'::json, '{}'::json, '{}'::json, '{}'::json, '{}'::json, '{}'::json",
+		}[scenario]
+		for _, declare := range []string{first, "declare c cursor for " + attackQ} {
+			q("begin")
+			q(declare)
+			c.send(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
+			c.until(1, nil)
+			q("commit")
+		}
 	case "extended-execute":
 		// A protocol statement "EXECUTE foo" is decided at Parse with the
 		// foo of that time; it runs whatever foo is at Execute.

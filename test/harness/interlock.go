@@ -66,7 +66,7 @@ type Daemon struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *SyncBuffer
 }
 
 // NewDaemon writes a config for a daemon attached at cgroupRoot and the
@@ -122,7 +122,7 @@ func (d *Daemon) Start() {
 	d.t.Helper()
 	d.mu.Lock()
 	if d.logs == nil {
-		d.logs = &syncBuffer{}
+		d.logs = &SyncBuffer{}
 	}
 	cmd := exec.Command(d.Bin, "--config", d.ConfigPath, "run")
 	cmd.Stdout = d.logs
@@ -261,18 +261,20 @@ func (d *Daemon) Metric(name string, labels ...string) float64 {
 	return sum
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a process's output and a test
+// reading it at the same time.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
