@@ -16,10 +16,15 @@
 //                                     (sendto), which never calls connect.
 //   cgroup/sock_create                egress: deny agents get TCP and UDP
 //                                     sockets only (no ping, SCTP, raw).
-//   sockops                           re-key the record by the client's
-//                                     ip:port once it is bound (that is the
-//                                     engine's RemoteAddr()); delete on close.
 //   cgroup/getpeername4|6             the agent sees the original peer.
+//
+// The engine finds a connection's record by the agent socket's cookie,
+// which it reads with a sock_diag lookup of its accepted connection's peer
+// (redirect/sockdiag.go), and deletes it when the session ends. There is
+// deliberately no sockops program: once any sockops program is attached
+// anywhere, every TCP socket on the host pays about 1 µs per connection for
+// the kernel's sockops callbacks (measured), where the lookup costs each
+// redirected connection 3 µs and nobody else anything.
 //
 // Verifier traps (kernel 6.18, clang 14), see the redirect prototype:
 // read ctx fields into locals before branching on them, and
@@ -31,7 +36,6 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
-#define TCP_CLOSE 7
 
 // Deepest cgroup level searched for an agent label. Deeper cgroups still
 // match through their ancestors up to this level.
@@ -89,8 +93,6 @@ enum verdict {
 	V_EGRESS_ALLOWED,
 	V_ENGINE_PORT_DENIED,
 	V_LOOP_GUARD,
-	V_RECORD_REKEYED,
-	V_RECORD_CLOSED,
 	V_MAX,
 };
 
@@ -130,6 +132,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } engine_ports SEC(".maps");
 
+// One record per redirected connection, by the agent socket's cookie.
+// Cookies are never reused within a boot, so a record can only ever be
+// found for the socket it was made for. The engine deletes a record when
+// its session ends; records of connections it never accepted (engine down)
+// leave through LRU eviction.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -137,14 +144,6 @@ struct {
 	__type(value, struct conn_record);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conn_by_cookie SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct addr_key); // the agent's local ip:port == engine's peer
-	__type(value, struct conn_record);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} conn_by_peer SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -161,13 +160,35 @@ static __always_inline void count(__u32 v)
 		*n += 1; // per-CPU slot: no atomics needed
 }
 
+// Levels of the cgroup tree that hold no labelled cgroup, one bit per
+// level: find_agent skips them, so that a process outside every agent
+// subtree usually costs one helper call. Pinned, so that it survives a
+// restart together with agent_cgroups; 0 (a fresh map) skips nothing.
+// User space clears a level's bit before it adds a label there and sets it
+// only after the last label of that level is gone.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} unlabelled_levels SEC(".maps");
+
 // find_agent returns the label of the nearest labelled ancestor (or the
 // task's own cgroup). Nested cgroups inherit the label; a deeper label
 // overrides a shallower one. Level 0 is the root and is never an agent.
 static __always_inline struct agent_info *find_agent(void)
 {
 	struct agent_info *found = NULL;
+	__u32 zero = 0, skip = 0;
+	__u32 *s = bpf_map_lookup_elem(&unlabelled_levels, &zero);
+	if (s)
+		skip = *s;
 	for (int level = 1; level < MAX_CGROUP_DEPTH; level++) {
+		if ((~skip) >> level == 0)
+			break; // no labels at this level or deeper
+		if (skip & (1u << level))
+			continue;
 		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
 		if (id == 0)
 			break; // deeper than the task's cgroup
@@ -369,64 +390,6 @@ int interlock_sendmsg6(struct bpf_sock_addr *ctx)
 	struct agent_info *a = NULL;
 	key6(ctx, &dst);
 	return decide(ctx, &dst, &a) < 0 ? SYS_REJECT : SYS_PROCEED;
-}
-
-SEC("sockops")
-int interlock_sockops(struct bpf_sock_ops *skops)
-{
-	__u32 op = skops->op;
-	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_STATE_CB)
-		return 1;
-	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
-		// A redirected socket's destination is already an engine listener;
-		// remote_port holds the network-order port in its upper half on
-		// little-endian hosts, so bpf_ntohl gives it in host order on either.
-		// Other sockets leave here without a cookie being made or a map read.
-		__u16 rport = (__u16)bpf_ntohl(skops->remote_port);
-		if (rport != engine_port4 && rport != engine_port6)
-			return 1;
-	}
-
-	__u32 fam = skops->family;
-	__u32 l4 = skops->local_ip4;
-	__u32 l6_0 = skops->local_ip6[0], l6_1 = skops->local_ip6[1];
-	__u32 l6_2 = skops->local_ip6[2], l6_3 = skops->local_ip6[3];
-	__u32 lport = skops->local_port; // host byte order
-	__u32 newstate = skops->args[1];
-
-	struct addr_key k = {};
-	if (fam == AF_INET) {
-		k.ip6[2] = bpf_htonl(0x0000ffff);
-		k.ip6[3] = l4;
-	} else if (fam == AF_INET6) {
-		k.ip6[0] = l6_0;
-		k.ip6[1] = l6_1;
-		k.ip6[2] = l6_2;
-		k.ip6[3] = l6_3;
-	} else {
-		return 1;
-	}
-	k.port = (__u16)lport;
-
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	if (op == BPF_SOCK_OPS_STATE_CB) {
-		if (newstate == TCP_CLOSE) {
-			bpf_map_delete_elem(&conn_by_cookie, &cookie);
-			if (bpf_map_delete_elem(&conn_by_peer, &k) == 0)
-				count(V_RECORD_CLOSED);
-		}
-		return 1;
-	}
-
-	// TCP_CONNECT_CB: the source port is bound and the SYN not yet sent,
-	// so the record is in place before the engine can accept.
-	struct conn_record *r = bpf_map_lookup_elem(&conn_by_cookie, &cookie);
-	if (!r)
-		return 1;
-	bpf_map_update_elem(&conn_by_peer, &k, r, BPF_ANY);
-	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
-	count(V_RECORD_REKEYED);
-	return 1;
 }
 
 // redirected_port reports whether a peer port (network byte order) is one

@@ -53,10 +53,10 @@ type RedirectEgressKey struct {
 const (
 	RedirectMapAgentCgroups           = "agent_cgroups"
 	RedirectMapConnByCookie           = "conn_by_cookie"
-	RedirectMapConnByPeer             = "conn_by_peer"
 	RedirectMapEgressAllow            = "egress_allow"
 	RedirectMapEnginePorts            = "engine_ports"
 	RedirectMapTargets                = "targets"
+	RedirectMapUnlabelledLevels       = "unlabelled_levels"
 	RedirectMapVerdicts               = "verdicts"
 	RedirectProgInterlockConnect4     = "interlock_connect4"
 	RedirectProgInterlockConnect6     = "interlock_connect6"
@@ -65,7 +65,6 @@ const (
 	RedirectProgInterlockSendmsg4     = "interlock_sendmsg4"
 	RedirectProgInterlockSendmsg6     = "interlock_sendmsg6"
 	RedirectProgInterlockSockCreate   = "interlock_sock_create"
-	RedirectProgInterlockSockops      = "interlock_sockops"
 	RedirectVarEngineMark             = "engine_mark"
 	RedirectVarEnginePort4            = "engine_port4"
 	RedirectVarEnginePort6            = "engine_port6"
@@ -120,20 +119,19 @@ type RedirectProgramSpecs struct {
 	InterlockSendmsg4     *ebpf.ProgramSpec `ebpf:"interlock_sendmsg4"`
 	InterlockSendmsg6     *ebpf.ProgramSpec `ebpf:"interlock_sendmsg6"`
 	InterlockSockCreate   *ebpf.ProgramSpec `ebpf:"interlock_sock_create"`
-	InterlockSockops      *ebpf.ProgramSpec `ebpf:"interlock_sockops"`
 }
 
 // RedirectMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectMapSpecs struct {
-	AgentCgroups *ebpf.MapSpec `ebpf:"agent_cgroups"`
-	ConnByCookie *ebpf.MapSpec `ebpf:"conn_by_cookie"`
-	ConnByPeer   *ebpf.MapSpec `ebpf:"conn_by_peer"`
-	EgressAllow  *ebpf.MapSpec `ebpf:"egress_allow"`
-	EnginePorts  *ebpf.MapSpec `ebpf:"engine_ports"`
-	Targets      *ebpf.MapSpec `ebpf:"targets"`
-	Verdicts     *ebpf.MapSpec `ebpf:"verdicts"`
+	AgentCgroups     *ebpf.MapSpec `ebpf:"agent_cgroups"`
+	ConnByCookie     *ebpf.MapSpec `ebpf:"conn_by_cookie"`
+	EgressAllow      *ebpf.MapSpec `ebpf:"egress_allow"`
+	EnginePorts      *ebpf.MapSpec `ebpf:"engine_ports"`
+	Targets          *ebpf.MapSpec `ebpf:"targets"`
+	UnlabelledLevels *ebpf.MapSpec `ebpf:"unlabelled_levels"`
+	Verdicts         *ebpf.MapSpec `ebpf:"verdicts"`
 }
 
 // RedirectVariableSpecs contains global variables before they are loaded into the kernel.
@@ -165,23 +163,23 @@ func (o *RedirectObjects) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectMaps struct {
-	AgentCgroups *ebpf.Map `ebpf:"agent_cgroups"`
-	ConnByCookie *ebpf.Map `ebpf:"conn_by_cookie"`
-	ConnByPeer   *ebpf.Map `ebpf:"conn_by_peer"`
-	EgressAllow  *ebpf.Map `ebpf:"egress_allow"`
-	EnginePorts  *ebpf.Map `ebpf:"engine_ports"`
-	Targets      *ebpf.Map `ebpf:"targets"`
-	Verdicts     *ebpf.Map `ebpf:"verdicts"`
+	AgentCgroups     *ebpf.Map `ebpf:"agent_cgroups"`
+	ConnByCookie     *ebpf.Map `ebpf:"conn_by_cookie"`
+	EgressAllow      *ebpf.Map `ebpf:"egress_allow"`
+	EnginePorts      *ebpf.Map `ebpf:"engine_ports"`
+	Targets          *ebpf.Map `ebpf:"targets"`
+	UnlabelledLevels *ebpf.Map `ebpf:"unlabelled_levels"`
+	Verdicts         *ebpf.Map `ebpf:"verdicts"`
 }
 
 func (m *RedirectMaps) Close() error {
 	return _RedirectClose(
 		m.AgentCgroups,
 		m.ConnByCookie,
-		m.ConnByPeer,
 		m.EgressAllow,
 		m.EnginePorts,
 		m.Targets,
+		m.UnlabelledLevels,
 		m.Verdicts,
 	)
 }
@@ -206,7 +204,6 @@ type RedirectPrograms struct {
 	InterlockSendmsg4     *ebpf.Program `ebpf:"interlock_sendmsg4"`
 	InterlockSendmsg6     *ebpf.Program `ebpf:"interlock_sendmsg6"`
 	InterlockSockCreate   *ebpf.Program `ebpf:"interlock_sock_create"`
-	InterlockSockops      *ebpf.Program `ebpf:"interlock_sockops"`
 }
 
 func (p *RedirectPrograms) Close() error {
@@ -218,7 +215,6 @@ func (p *RedirectPrograms) Close() error {
 		p.InterlockSendmsg4,
 		p.InterlockSendmsg6,
 		p.InterlockSockCreate,
-		p.InterlockSockops,
 	)
 }
 

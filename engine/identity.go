@@ -15,12 +15,16 @@ type Origin struct {
 	PID         uint32
 	CgroupID    uint64
 	NetnsCookie uint64
+	Cookie      uint64 // the agent socket's cookie: the record's key
 }
 
-// OriginLookup finds the Origin of an accepted connection by its peer
-// address (the agent socket's local ip:port).
+// OriginLookup finds the Origin of an accepted connection by its two
+// addresses: peer is the agent socket's local ip:port, local the engine
+// listener it reached. Forget drops the kernel's record once the session
+// has ended.
 type OriginLookup interface {
-	Lookup(peer netip.AddrPort) (Origin, error)
+	Lookup(peer, local netip.AddrPort) (Origin, error)
+	Forget(o Origin) error
 }
 
 // AgentInfo is an agent as the policy defines it.

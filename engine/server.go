@@ -191,7 +191,8 @@ func (s *Server) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	o, err := s.origins.Lookup(peer)
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	o, err := s.origins.Lookup(peer, local)
 	if err != nil {
 		// Not redirected by the kernel: a local process dialled the engine
 		// port directly, or the record was evicted. Never serve it.
@@ -201,6 +202,13 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 		c.Close()
 		return
 	}
+	// The kernel keeps the record for the agent's getpeername() while the
+	// connection lives; it is this session's to drop.
+	defer func() {
+		if err := s.origins.Forget(o); err != nil {
+			s.cfg.Log.Warn("cannot delete redirect record", "peer", peer, "error", err)
+		}
+	}()
 	id, err := identify(o, peer, s.dir)
 	if err != nil {
 		s.metrics.Connections.WithLabelValues(id.Agent, "", "", VerdictUnknownTarget).Inc()

@@ -24,21 +24,40 @@ import (
 
 // These tests run without root: the kernel's part (the redirect record) is
 // played by a map from client address to Origin, filled by the test just as
-// sockops fills the BPF map before the engine can accept.
+// connect4 fills the BPF map before the engine can accept.
 
 type origins struct {
-	mu sync.Mutex
-	m  map[netip.AddrPort]engine.Origin
+	mu     sync.Mutex
+	m      map[netip.AddrPort]engine.Origin
+	locals []netip.AddrPort // the local addresses lookups were made with
 }
 
-func (o *origins) Lookup(peer netip.AddrPort) (engine.Origin, error) {
+func (o *origins) Lookup(peer, local netip.AddrPort) (engine.Origin, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.locals = append(o.locals, local)
 	r, ok := o.m[peer]
 	if !ok {
 		return r, fmt.Errorf("no record for %s", peer)
 	}
 	return r, nil
+}
+
+func (o *origins) Forget(r engine.Origin) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, v := range o.m {
+		if v == r {
+			delete(o.m, k)
+		}
+	}
+	return nil
+}
+
+func (o *origins) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.m)
 }
 
 type dir struct{}
@@ -183,6 +202,14 @@ func TestRelayAndIdentity(t *testing.T) {
 	}
 	c.Close()
 	waitFor(t, func() bool { return len(f.srv.Sessions()) == 0 })
+	// The session's end drops the kernel's record; it was looked up with
+	// the listener's address.
+	waitFor(t, func() bool { return f.org.len() == 0 })
+	f.org.mu.Lock()
+	if len(f.org.locals) != 1 || f.org.locals[0].String() != f.addr4 {
+		t.Errorf("lookups made with local addresses %v, want [%s]", f.org.locals, f.addr4)
+	}
+	f.org.mu.Unlock()
 	if got := testutil.ToFloat64(f.metrics.Connections.WithLabelValues("analyst", "db", "tcp", engine.VerdictAccepted)); got != 1 {
 		t.Errorf("connections_total accepted = %v", got)
 	}
@@ -219,6 +246,8 @@ func TestRefusals(t *testing.T) {
 	if got := testutil.ToFloat64(f.metrics.LookupFailures); got != 1 {
 		t.Errorf("lookup failures = %v, want 1", got)
 	}
+	// Refused connections drop their records too.
+	waitFor(t, func() bool { return f.org.len() == 0 })
 	if got := testutil.ToFloat64(f.metrics.Connections.WithLabelValues("", "", "", engine.VerdictNoRecord)); got != 1 {
 		t.Errorf("no_record = %v", got)
 	}

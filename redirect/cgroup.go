@@ -117,3 +117,32 @@ func CgroupOf(pid int) (string, error) {
 	}
 	return "", fmt.Errorf("pid %d: %w", pid, ErrNoCgroup2)
 }
+
+// initCgroupNS is the inode of the initial cgroup namespace
+// (PROC_CGROUP_INIT_INO in the kernel), the same on every host.
+const initCgroupNS = "cgroup:[4026531835]"
+
+// MountAtGlobalRoot reports whether the cgroup2 mount shows the whole
+// hierarchy from its real root: the process is in the initial cgroup
+// namespace and the mount is not of a subtree. Only then is a path's depth
+// below the mount the level the kernel's bpf_get_current_ancestor_cgroup_id
+// counts (State.Levels); in a container it may not be.
+func MountAtGlobalRoot(mount string) bool {
+	if ns, err := os.Readlink("/proc/self/ns/cgroup"); err != nil || ns != initCgroupNS {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 1 || g[0] != "cgroup2" || f[4] != mount {
+			continue
+		}
+		return f[3] == "/"
+	}
+	return false
+}

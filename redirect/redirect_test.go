@@ -2,13 +2,20 @@ package redirect_test
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/interlockhq/interlock/redirect"
 	"github.com/interlockhq/interlock/test/harness"
@@ -63,7 +70,20 @@ func startFakeEngine(t *testing.T) *fakeEngine {
 func (e *fakeEngine) handle(c net.Conn) {
 	defer c.Close()
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	rec, err := e.r.Lookup(peer)
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	rec, err := e.r.Lookup(peer, local)
+	// The agent asks getpeername() right after connect, before it sends
+	// its line.
+	bufio.NewReader(c).ReadString('\n')
+	if err == nil {
+		// Like the engine at the end of a session; the agent's socket is
+		// still open, so only Forget can make the record go away.
+		if ferr := e.r.Forget(rec.Cookie); ferr != nil {
+			err = ferr
+		} else if _, lerr := e.r.Lookup(peer, local); !errors.Is(lerr, redirect.ErrNoRecord) {
+			err = fmt.Errorf("record still found after Forget (%v)", lerr)
+		}
+	}
 	e.mu.Lock()
 	if err != nil {
 		e.errs = append(e.errs, err)
@@ -71,7 +91,6 @@ func (e *fakeEngine) handle(c net.Conn) {
 		e.records = append(e.records, rec)
 	}
 	e.mu.Unlock()
-	bufio.NewReader(c).ReadString('\n')
 	c.Write([]byte("engine\n"))
 }
 
@@ -128,6 +147,7 @@ func setup(t *testing.T) *fixture {
 	f.install(t)
 	f.state = redirect.State{
 		Cgroups: map[uint64]string{},
+		Levels:  map[uint64]int{},
 		Agents:  map[string]redirect.Agent{"analyst": {Name: "analyst"}},
 		Targets: map[netip.AddrPort]string{},
 	}
@@ -162,6 +182,11 @@ func (f *fixture) labelAgent(t *testing.T, rel, agent string) string {
 		t.Fatal(err)
 	}
 	f.state.Cgroups[id] = agent
+	// With its depth, the kernel skips the levels without labels (the
+	// label lifecycle test leaves depths out: every level searched).
+	if redirect.MountAtGlobalRoot(f.cg.Mount) {
+		f.state.Levels[id] = strings.Count(strings.TrimPrefix(p, f.cg.Mount), "/")
+	}
 	return p
 }
 
@@ -219,10 +244,60 @@ func TestPrivilegedRedirectAgentToEngine(t *testing.T) {
 		})
 	}
 
+	t.Run("direct dial of the engine finds no record", func(t *testing.T) {
+		// Anything that reaches the listener without connect4's rewrite
+		// (here this test process) has no record, whatever its address.
+		c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", f.eng.port4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("ping\n"))
+		bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		f.eng.mu.Lock()
+		defer f.eng.mu.Unlock()
+		if len(f.eng.errs) != 1 || !errors.Is(f.eng.errs[0], redirect.ErrNoRecord) {
+			t.Fatalf("engine lookup errors = %v, want one ErrNoRecord", f.eng.errs)
+		}
+		f.eng.errs = nil
+	})
+
 	t.Run("non-agent untouched", func(t *testing.T) {
 		res := harness.Dial(t, plainCg, "tcp4", target4.String())
 		if res.Reply != "direct\n" {
 			t.Fatalf("non-agent reached %q (err %q), want the target directly", res.Reply, res.Err)
+		}
+	})
+
+	t.Run("a deeper label in another branch", func(t *testing.T) {
+		deep := f.labelAgent(t, "teams/x/y/bot", "analyst")
+		f.apply(t)
+		for _, cg := range []string{deep, agentCg} {
+			if res := harness.Dial(t, cg, "tcp4", target4.String()); res.Reply != "engine\n" {
+				t.Fatalf("agent in %s reached %q (err %q), want the engine", cg, res.Reply, res.Err)
+			}
+		}
+		if res := harness.Dial(t, f.cg.Mkdir(t, "teams/x/y/other"), "tcp4", target4.String()); res.Reply != "direct\n" {
+			t.Fatalf("non-agent at a labelled level reached %q (err %q), want the target directly", res.Reply, res.Err)
+		}
+		if len(f.state.Levels) == 0 {
+			return // not in the initial cgroup namespace: every level is searched
+		}
+		m, err := ebpf.LoadPinnedMap(filepath.Join(f.pinDir, "unlabelled_levels"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		var skip uint32
+		if err := m.Lookup(uint32(0), &skip); err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(0xfffffffe)
+		for _, l := range f.state.Levels {
+			want &^= 1 << l
+		}
+		if skip != want || len(f.state.Levels) != 2 {
+			t.Errorf("unlabelled levels = %#x, want %#x (labels at %v)", skip, want, f.state.Levels)
 		}
 	})
 
@@ -340,8 +415,8 @@ func TestPrivilegedRestartAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(after.Links) != 8 || len(before.Links) != 8 {
-		t.Fatalf("links before %d after %d, want 8 (connect4/6, sendmsg4/6, sock_create, sockops, getpeername4/6)", len(before.Links), len(after.Links))
+	if len(after.Links) != 7 || len(before.Links) != 7 {
+		t.Fatalf("links before %d after %d, want 7 (connect4/6, sendmsg4/6, sock_create, getpeername4/6)", len(before.Links), len(after.Links))
 	}
 	for i := range after.Links {
 		if after.Links[i].LinkID != before.Links[i].LinkID {
@@ -376,5 +451,64 @@ func TestPrivilegedRestartAndUninstall(t *testing.T) {
 			t.Fatalf("after uninstall the agent is still redirected: %+v", res)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPrivilegedUpgradeDropsSockops installs over the pins an earlier
+// version left: its sockops link (here a stand-in program) and its
+// conn_by_peer map must go, so that no sockops program stays attached.
+func TestPrivilegedUpgradeDropsSockops(t *testing.T) {
+	harness.RequirePrivileged(t)
+	cg := harness.NewCgroups(t)
+	pinDir := harness.PinDir(t)
+	eng := startFakeEngine(t)
+	if err := os.MkdirAll(pinDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { redirect.Uninstall(pinDir) })
+
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SockOps,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Root, Attach: ebpf.AttachCGroupSockOps, Program: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Pin(filepath.Join(pinDir, "link_sockops")); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 20, ValueSize: 64, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pin(filepath.Join(pinDir, "conn_by_peer")); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+
+	r, err := redirect.Install(redirect.Config{CgroupPath: cg.Root, PinDir: pinDir, EnginePort4: eng.port4, EnginePort6: eng.port6, Mark: 0x494c})
+	if err != nil {
+		t.Fatalf("install over an earlier version's pins: %v", err)
+	}
+	defer r.Close()
+	for _, name := range []string{"link_sockops", "conn_by_peer"} {
+		if harness.Exists(filepath.Join(pinDir, name)) {
+			t.Errorf("%s is still pinned after the upgrade", name)
+		}
+	}
+	if old, err := link.NewFromID(info.ID); err == nil {
+		old.Close()
+		t.Errorf("the earlier version's sockops link %d still exists", info.ID)
 	}
 }

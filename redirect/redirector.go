@@ -61,6 +61,7 @@ func (c *Config) CheckAndSetDefaults() error {
 type Redirector struct {
 	cfg  Config
 	objs bpf.RedirectObjects
+	diag *sockDiag
 }
 
 // attachment is one program and where it hooks in.
@@ -76,7 +77,6 @@ var attachments = []attachment{
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg4 }},
 	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg6 }},
 	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockCreate }},
-	{"sockops", ebpf.AttachCGroupSockOps, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockops }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername4 }},
 	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername6 }},
 }
@@ -97,14 +97,27 @@ func Install(cfg Config) (*Redirector, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, kernelHint("raise RLIMIT_MEMLOCK for BPF maps", err)
 	}
-	r := &Redirector{cfg: cfg}
+	diag, err := openSockDiag()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redirector{cfg: cfg, diag: diag}
 	if err := r.load(); err != nil {
+		diag.Close()
 		return nil, err
 	}
 	for _, a := range attachments {
 		if err := r.converge(a); err != nil {
-			r.objs.Close()
+			r.Close()
 			return nil, err
+		}
+	}
+	// Earlier versions re-keyed records in a sockops program; once the
+	// other hooks run this version's programs, drop it and its map.
+	for _, old := range []string{"link_sockops", "conn_by_peer"} {
+		if err := os.Remove(filepath.Join(cfg.PinDir, old)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			r.Close()
+			return nil, fmt.Errorf("remove %s left by an earlier version: %w", old, err)
 		}
 	}
 	return r, nil
@@ -211,7 +224,9 @@ func (r *Redirector) attachedHere(l link.Link) bool {
 
 // Close releases this process's file descriptors. Pinned links and maps
 // stay: the kernel keeps redirecting (to a closed port) until Uninstall.
-func (r *Redirector) Close() error { return r.objs.Close() }
+func (r *Redirector) Close() error {
+	return errors.Join(r.objs.Close(), r.diag.Close())
+}
 
 // Config returns the effective configuration.
 func (r *Redirector) Config() Config { return r.cfg }

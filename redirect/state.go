@@ -28,7 +28,11 @@ type EgressRule struct {
 type State struct {
 	// Cgroups maps labelled cgroup ids to agent names.
 	Cgroups map[uint64]string
-	Agents  map[string]Agent
+	// Levels gives the depth of labelled cgroups below the cgroup2 root
+	// ("/a/b" is 2), which lets the kernel skip the levels that hold no
+	// label. A cgroup missing here makes it search every level.
+	Levels map[uint64]int
+	Agents map[string]Agent
 	// Targets maps protected ip:port to target names.
 	Targets map[netip.AddrPort]string
 	// EnginePorts are the engine's own API and metrics ports, denied to
@@ -92,10 +96,42 @@ func (r *Redirector) Apply(s State) error {
 	if err := syncMap(r.objs.EnginePorts, ports); err != nil {
 		return fmt.Errorf("sync engine ports map: %w", err)
 	}
+	// A level that gains a label is searched before the label is in
+	// place, and one that loses its last label is skipped only after.
+	skip := skipLevels(s)
+	var old uint32
+	if err := r.objs.UnlabelledLevels.Lookup(uint32(0), &old); err != nil {
+		return kernelHint("read unlabelled levels", err)
+	}
+	if err := r.objs.UnlabelledLevels.Put(uint32(0), old&skip); err != nil {
+		return kernelHint("update unlabelled levels", err)
+	}
 	if err := syncMap(r.objs.AgentCgroups, agents); err != nil {
 		return fmt.Errorf("sync agent cgroups map: %w", err)
 	}
+	if err := r.objs.UnlabelledLevels.Put(uint32(0), skip); err != nil {
+		return kernelHint("update unlabelled levels", err)
+	}
 	return nil
+}
+
+// maxCgroupLevel is the deepest level the kernel searches for a label
+// (MAX_CGROUP_DEPTH - 1 in redirect.c).
+const maxCgroupLevel = 31
+
+// skipLevels is the kernel's unlabelled_levels mask for s: a bit for each
+// level 1..31 that holds none of s's labelled cgroups.
+func skipLevels(s State) uint32 {
+	var labelled uint32
+	for id := range s.Cgroups {
+		l, ok := s.Levels[id]
+		if !ok || l < 1 || l > maxCgroupLevel {
+			return 0 // unknown depth: search everywhere
+		}
+		labelled |= 1 << l
+	}
+	all := uint32(0xffffffff) &^ 1 // levels 1..31; the root is never searched
+	return all &^ labelled
 }
 
 // syncMap makes m hold exactly want.
@@ -141,11 +177,22 @@ type Record struct {
 	Cookie      uint64
 }
 
-// Lookup finds the record of the connection whose client end is peer (the
-// engine's RemoteAddr()).
-func (r *Redirector) Lookup(peer netip.AddrPort) (Record, error) {
+// Lookup finds the record of a redirected connection from the engine's
+// end of it: peer is the accepted connection's RemoteAddr() (the agent
+// socket's local ip:port), local its LocalAddr() (the engine listener).
+// The agent socket's cookie comes from the kernel's socket table, so a
+// connection that connect4 did not redirect never finds a record, whatever
+// address it comes from.
+func (r *Redirector) Lookup(peer, local netip.AddrPort) (Record, error) {
+	cookie, err := r.diag.cookie(peer, local)
+	if errors.Is(err, errNoSocket) {
+		return Record{}, fmt.Errorf("%w %s: its socket is gone", ErrNoRecord, peer)
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("find the socket of %s: %w", peer, err)
+	}
 	var rec bpf.RedirectConnRecord
-	if err := r.objs.ConnByPeer.Lookup(addrKey(peer), &rec); err != nil {
+	if err := r.objs.ConnByCookie.Lookup(cookie, &rec); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Record{}, fmt.Errorf("%w %s", ErrNoRecord, peer)
 		}
@@ -160,6 +207,17 @@ func (r *Redirector) Lookup(peer netip.AddrPort) (Record, error) {
 		NetnsCookie: rec.NetnsCookie,
 		Cookie:      rec.Cookie,
 	}, nil
+}
+
+// Forget deletes the record of a connection whose session has ended.
+// After that the agent's getpeername() shows the engine's address, which
+// only matters for a socket that is already closing.
+func (r *Redirector) Forget(cookie uint64) error {
+	err := r.objs.ConnByCookie.Delete(cookie)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete redirect record %d: %w", cookie, err)
+	}
+	return nil
 }
 
 // addrKey builds the kernel's address key; IPv4 is stored v4-mapped.

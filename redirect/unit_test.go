@@ -60,3 +60,37 @@ func TestNameIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestSkipLevels(t *testing.T) {
+	const all = uint32(0xfffffffe)
+	cases := []struct {
+		name string
+		s    State
+		want uint32
+	}{
+		{"no labels: every level skipped", State{}, all},
+		{"labels at levels 2 and 4", State{
+			Cgroups: map[uint64]string{10: "a", 11: "b", 12: "a"},
+			Levels:  map[uint64]int{10: 2, 11: 4, 12: 2},
+		}, all &^ (1<<2 | 1<<4)},
+		{"a label of unknown depth: nothing skipped", State{
+			Cgroups: map[uint64]string{10: "a", 11: "b"},
+			Levels:  map[uint64]int{10: 2},
+		}, 0},
+		{"deeper than the kernel searches: nothing skipped", State{
+			Cgroups: map[uint64]string{10: "a"},
+			Levels:  map[uint64]int{10: 32},
+		}, 0},
+	}
+	for _, tc := range cases {
+		if got := skipLevels(tc.s); got != tc.want {
+			t.Errorf("%s: skipLevels = %#x, want %#x", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestMountAtGlobalRootRejectsOtherPaths(t *testing.T) {
+	if MountAtGlobalRoot("/definitely/not/a/cgroup2/mount") {
+		t.Error("a path that is no cgroup2 mount point counted as the global root")
+	}
+}

@@ -15,8 +15,6 @@ var VerdictNames = [...]string{
 	"egress_allowed",
 	"engine_port_denied",
 	"loop_guard",
-	"record_rekeyed",
-	"record_closed",
 }
 
 // Verdicts sums the per-CPU verdict counters.

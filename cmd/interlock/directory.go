@@ -49,13 +49,15 @@ func (d *directory) Target(id uint32) (engine.TargetInfo, bool) {
 // originLookup adapts the redirector's records to the engine.
 type originLookup struct{ r *redirect.Redirector }
 
-func (o originLookup) Lookup(peer netip.AddrPort) (engine.Origin, error) {
-	rec, err := o.r.Lookup(peer)
+func (o originLookup) Lookup(peer, local netip.AddrPort) (engine.Origin, error) {
+	rec, err := o.r.Lookup(peer, local)
 	if err != nil {
 		return engine.Origin{}, err
 	}
 	return engine.Origin{
 		Dst: rec.OrigDst, AgentID: rec.AgentID, TargetID: rec.TargetID,
-		PID: rec.PID, CgroupID: rec.CgroupID, NetnsCookie: rec.NetnsCookie,
+		PID: rec.PID, CgroupID: rec.CgroupID, NetnsCookie: rec.NetnsCookie, Cookie: rec.Cookie,
 	}, nil
 }
+
+func (o originLookup) Forget(or engine.Origin) error { return o.r.Forget(or.Cookie) }

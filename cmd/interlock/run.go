@@ -154,7 +154,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	reg.MustRegister(redirect.NewCollector(r))
 
 	ks := &kernelSync{
-		r: r, mount: mount, root: attach, enginePorts: enginePorts,
+		r: r, mount: mount, root: attach, levels: redirect.MountAtGlobalRoot(mount), enginePorts: enginePorts,
 		pol: store.Current, dir: dir, log: log, resolveEvery: cfg.Redirect.ResolveInterval,
 	}
 	if err := ks.tick(ctx); err != nil {

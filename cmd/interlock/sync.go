@@ -23,6 +23,7 @@ type kernelSync struct {
 	r            *redirect.Redirector
 	mount        string
 	root         string // attach cgroup: labels are looked for below it
+	levels       bool   // mount depth is the kernel's level (redirect.MountAtGlobalRoot)
 	enginePorts  []uint16
 	pol          func() *policy.Policy
 	dir          *directory
@@ -58,6 +59,7 @@ func (k *kernelSync) tick(ctx context.Context) error {
 
 	st := redirect.State{
 		Cgroups:     map[uint64]string{},
+		Levels:      map[uint64]int{},
 		Agents:      map[string]redirect.Agent{},
 		Targets:     map[netip.AddrPort]string{},
 		EnginePorts: k.enginePorts,
@@ -69,6 +71,9 @@ func (k *kernelSync) tick(ctx context.Context) error {
 			continue
 		}
 		st.Cgroups[l.ID] = l.Agent
+		if k.levels {
+			st.Levels[l.ID] = strings.Count(l.Path, "/")
+		}
 		names = append(names, l.Agent)
 	}
 	for _, a := range p.Agents() {
