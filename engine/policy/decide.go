@@ -127,6 +127,42 @@ func writeObject(b *strings.Builder, o *Object) {
 	}
 }
 
+// DecideUnsureTx decides op when the caller cannot tell whether it will
+// run inside a transaction block (a statement pipelined behind requests
+// whose answers have not come back, which may open or end one): it
+// decides under both and returns the stricter decision, so that a rule
+// conditioned on in_transaction cannot be met by a guess.
+// op.Attrs.InTransaction is left as the caller's best guess.
+func (p *Policy) DecideUnsureTx(op *Operation) Decision {
+	guess := op.Attrs.InTransaction
+	d := p.Decide(op)
+	op.Attrs.InTransaction = !guess
+	other := p.Decide(op)
+	op.Attrs.InTransaction = guess
+	return Stricter(d, other)
+}
+
+// severity orders verdicts from the most permissive to the strictest.
+var severity = [...]int{VerdictAllow: 0, VerdictMask: 1, VerdictApprove: 2, VerdictBlock: 3}
+
+// Stricter returns the stricter of two decisions of the same policy: block
+// over approve over mask over allow. Of two mask or approve decisions, a's
+// rule decides and the masks of both apply.
+func Stricter(a, b Decision) Decision {
+	if a.Verdict >= verdictCount || b.Verdict >= verdictCount {
+		return Decision{Verdict: VerdictBlock, RuleID: RuleUnclassified}
+	}
+	if severity[b.Verdict] > severity[a.Verdict] {
+		a, b = b, a
+	}
+	if a.Verdict == b.Verdict && (a.Verdict == VerdictMask || a.Verdict == VerdictApprove) {
+		for i := range a.masks {
+			a.masks[i] |= b.masks[i]
+		}
+	}
+	return a
+}
+
 // Decide evaluates op against the policy. It never allocates and never
 // mutates op.
 //

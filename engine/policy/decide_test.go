@@ -424,3 +424,47 @@ rules:
 		t.Errorf("analyst on another target: %+v, want none", m)
 	}
 }
+
+func TestDecideUnsureTx(t *testing.T) {
+	p := mustParse(t, testPolicy)
+	for _, guess := range []bool{false, true} {
+		op := &Operation{Agent: "writer", Target: "db", Action: ActionDelete, Objects: []Object{table("public.ledger", ActionDelete)},
+			Attrs: Attributes{HasWhere: true, InTransaction: guess, RowEstimate: 1}}
+		// Out of a transaction writer-write allows it, in one
+		// writer-delete-in-tx wants an approval: unsure means approval.
+		d := p.DecideUnsureTx(op)
+		if d.Verdict != VerdictApprove || d.RuleID != "writer-delete-in-tx" {
+			t.Errorf("guess in_transaction=%v: %s by %s, want approve by writer-delete-in-tx", guess, d.Verdict, d.RuleID)
+		}
+		if op.Attrs.InTransaction != guess {
+			t.Errorf("DecideUnsureTx changed the operation's in_transaction")
+		}
+	}
+}
+
+func TestStricter(t *testing.T) {
+	p := mustParse(t, testPolicy)
+	email := p.Decide(&Operation{Agent: "auditor", Target: "db", Action: ActionSelect, Objects: []Object{table("public.customers", ActionSelect)}})
+	orders := p.Decide(&Operation{Agent: "auditor", Target: "db", Action: ActionSelect, Objects: []Object{table("public.orders", ActionSelect)}})
+	allow := Decision{Verdict: VerdictAllow, RuleID: "x"}
+	block := Decision{Verdict: VerdictBlock, RuleID: "y"}
+	approve := Decision{Verdict: VerdictApprove, RuleID: "z"}
+	for _, tc := range []struct {
+		a, b Decision
+		want Verdict
+	}{
+		{allow, block, VerdictBlock}, {block, allow, VerdictBlock},
+		{allow, orders, VerdictMask}, {approve, orders, VerdictApprove},
+		{approve, block, VerdictBlock}, {allow, allow, VerdictAllow},
+		{Decision{Verdict: 99}, allow, VerdictBlock},
+	} {
+		if got := Stricter(tc.a, tc.b); got.Verdict != tc.want {
+			t.Errorf("Stricter(%s, %s) = %s, want %s", tc.a.Verdict, tc.b.Verdict, got.Verdict, tc.want)
+		}
+	}
+	// Two masks: both apply.
+	m := Stricter(orders, email).Mask()
+	if m == nil || m.Column("public.customers.email") != MaskerPartial || len(m.RuleIDs) != 2 {
+		t.Errorf("merged masks = %+v", m)
+	}
+}

@@ -58,8 +58,11 @@ type session struct {
 	// extendedOpen: extended-protocol messages were forwarded since the
 	// last Sync; the server may be skipping to that Sync after an error.
 	extendedOpen bool
-	mu           sync.Mutex
-	pending      map[string]pendingRefusal // sentinel token → error for the agent
+	// executedSinceSync: an Execute was forwarded since the last Sync; it
+	// may have opened or ended a transaction block (see txCertain).
+	executedSinceSync bool
+	mu                sync.Mutex
+	pending           map[string]pendingRefusal // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
 	// requests counts the requests (Query, Sync, FunctionCall) forwarded so
@@ -299,6 +302,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 				err = ss.beforeExecute(m)
 			}
 			if err == nil {
+				ss.executedSinceSync = true
 				err = ss.forward(m)
 			}
 		case *pgproto3.CopyData:
@@ -306,6 +310,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Sync:
 			ss.syncs++
 			ss.extendedOpen = false
+			ss.executedSinceSync = false
 			ss.requests.Add(1)
 			err = ss.forward(m)
 			flush = true

@@ -50,6 +50,11 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	pol := ss.h.cfg.Policy()
 	roles := pol.AgentRoles(ss.s.Identity.Agent)
 	inTx := ss.inTransaction()
+	counted := int64(0) // a Query is counted in requests before it is decided
+	if path == PathSimple {
+		counted = 1
+	}
+	txSure := ss.txCertain(counted)
 	type decided struct {
 		op     policy.Operation
 		d      policy.Decision
@@ -83,7 +88,7 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, roles
 		op.Attrs.InTransaction = inTx
 		op.Objects = catalogReads(op.Objects)
-		d := pol.Decide(&op)
+		d := ss.decideOp(pol, &op, txSure)
 		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
 		if name, ok := pinnedSetting(&op); ok && ds[i].refuse == nil {
 			// The classification of every later statement depends on these
@@ -129,9 +134,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		}
 		switch st.TxControl.Kind {
 		case TxBegin:
-			inTx = true
+			inTx, txSure = true, true
 		case TxCommit, TxRollback, TxPrepare:
-			inTx = st.TxControl.Chain
+			inTx, txSure = st.TxControl.Chain, true
 		}
 	}
 	// Masks: the union of the statements' masks applies to all of the
@@ -331,6 +336,25 @@ func (ss *session) deallocateIsCertain(st *Statement, i, n int, path string) boo
 		return st.Tag != "DISCARD ALL" // refused in a transaction block
 	}
 	return false
+}
+
+// txCertain reports whether the transaction status of the last
+// ReadyForQuery is the one the next statement runs under: no other request
+// is outstanding and nothing was executed since the last Sync (either
+// could open or end a transaction block first). counted is 1 when the
+// current request (Query, FunctionCall) is already counted in requests.
+func (ss *session) txCertain(counted int64) bool {
+	return ss.inFlight() == counted && !ss.executedSinceSync
+}
+
+// decideOp asks the policy about op; when the transaction status is not
+// certain, in_transaction cannot be trusted and the stricter decision
+// under either value wins.
+func (ss *session) decideOp(pol *policy.Policy, op *policy.Operation, txSure bool) policy.Decision {
+	if txSure {
+		return pol.Decide(op)
+	}
+	return pol.DecideUnsureTx(op)
 }
 
 // pinnedSetting reports whether op sets a parameter the engine pins (see
@@ -712,7 +736,7 @@ func (ss *session) bindSQLPrepared(name string, sp sqlPrepared) *pgproto3.ErrorR
 	op.Objects = slices.Clone(sp.op.Objects)
 	op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, pol.AgentRoles(ss.s.Identity.Agent)
 	op.Attrs.InTransaction = ss.inTransaction()
-	d := pol.Decide(&op)
+	d := ss.decideOp(pol, &op, ss.txCertain(0))
 	if d.Verdict == policy.VerdictApprove {
 		return refusal(fmt.Sprintf("prepared statement %q needs a human approval (rule %s): run it with EXECUTE", name, d.RuleID), d.RuleID)
 	}
@@ -738,7 +762,7 @@ func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) e
 		Objects: []policy.Object{{Kind: policy.KindFunction, Name: "fastpath." + strconv.FormatUint(uint64(m.Function), 10), Action: policy.ActionExecute}},
 	}
 	op.Attrs.InTransaction = ss.inTransaction()
-	d := pol.Decide(&op)
+	d := ss.decideOp(pol, &op, ss.txCertain(1))
 	refuse := ss.verdict(&d)
 	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil, Notify: ss.notice}
 	if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
