@@ -16,6 +16,8 @@
 //                                     (sendto), which never calls connect.
 //   cgroup/sock_create                egress: deny agents get TCP and UDP
 //                                     sockets only (no ping, SCTP, raw).
+//   cgroup/bind4, cgroup/bind6        only the engine binds its listener
+//                                     ports.
 //   cgroup/getpeername4|6             the agent sees the original peer.
 //
 // The engine finds a connection's record by the agent socket's cookie,
@@ -93,6 +95,10 @@ enum verdict {
 	V_EGRESS_ALLOWED,
 	V_ENGINE_PORT_DENIED,
 	V_LOOP_GUARD,
+	V_ENGINE_BIND_DENIED,
+	// A slot of the former sockops program's counters, kept so that the
+	// pinned map keeps its size across an upgrade.
+	V_RESERVED_6,
 	V_MAX,
 };
 
@@ -381,6 +387,39 @@ int interlock_sock_create(struct bpf_sock *ctx)
 		return SYS_PROCEED;
 	count(V_EGRESS_DENIED);
 	return SYS_REJECT;
+}
+
+// cgroup/bind4|6: while the daemon is down, the pinned connect hooks keep
+// sending agents' target connections to the engine's listener ports, to be
+// refused. Nobody else may listen there and receive them: binding those
+// ports, on any address, needs the engine's mark on the socket, and
+// setting a mark needs CAP_NET_ADMIN.
+static __always_inline int bind_allowed(struct bpf_sock_addr *ctx)
+{
+	__u32 port = ctx->user_port;
+	__u16 p = bpf_ntohs((__u16)port);
+	if (p == 0 || (p != engine_port4 && p != engine_port6))
+		return SYS_PROCEED;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return SYS_REJECT;
+	__u32 mark = sk->mark;
+	if (engine_mark != 0 && mark == engine_mark)
+		return SYS_PROCEED;
+	count(V_ENGINE_BIND_DENIED);
+	return SYS_REJECT;
+}
+
+SEC("cgroup/bind4")
+int interlock_bind4(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
+}
+
+SEC("cgroup/bind6")
+int interlock_bind6(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
 }
 
 SEC("cgroup/sendmsg6")

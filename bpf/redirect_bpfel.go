@@ -58,6 +58,8 @@ const (
 	RedirectMapTargets                = "targets"
 	RedirectMapUnlabelledLevels       = "unlabelled_levels"
 	RedirectMapVerdicts               = "verdicts"
+	RedirectProgInterlockBind4        = "interlock_bind4"
+	RedirectProgInterlockBind6        = "interlock_bind6"
 	RedirectProgInterlockConnect4     = "interlock_connect4"
 	RedirectProgInterlockConnect6     = "interlock_connect6"
 	RedirectProgInterlockGetpeername4 = "interlock_getpeername4"
@@ -112,6 +114,8 @@ type RedirectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectProgramSpecs struct {
+	InterlockBind4        *ebpf.ProgramSpec `ebpf:"interlock_bind4"`
+	InterlockBind6        *ebpf.ProgramSpec `ebpf:"interlock_bind6"`
 	InterlockConnect4     *ebpf.ProgramSpec `ebpf:"interlock_connect4"`
 	InterlockConnect6     *ebpf.ProgramSpec `ebpf:"interlock_connect6"`
 	InterlockGetpeername4 *ebpf.ProgramSpec `ebpf:"interlock_getpeername4"`
@@ -197,6 +201,8 @@ type RedirectVariables struct {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectPrograms struct {
+	InterlockBind4        *ebpf.Program `ebpf:"interlock_bind4"`
+	InterlockBind6        *ebpf.Program `ebpf:"interlock_bind6"`
 	InterlockConnect4     *ebpf.Program `ebpf:"interlock_connect4"`
 	InterlockConnect6     *ebpf.Program `ebpf:"interlock_connect6"`
 	InterlockGetpeername4 *ebpf.Program `ebpf:"interlock_getpeername4"`
@@ -208,6 +214,8 @@ type RedirectPrograms struct {
 
 func (p *RedirectPrograms) Close() error {
 	return _RedirectClose(
+		p.InterlockBind4,
+		p.InterlockBind6,
 		p.InterlockConnect4,
 		p.InterlockConnect6,
 		p.InterlockGetpeername4,

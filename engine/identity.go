@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -18,12 +19,11 @@ type Origin struct {
 	Cookie      uint64 // the agent socket's cookie: the record's key
 }
 
-// OriginLookup finds the Origin of an accepted connection by its two
-// addresses: peer is the agent socket's local ip:port, local the engine
-// listener it reached. Forget drops the kernel's record once the session
-// has ended.
+// OriginLookup finds the Origin of an accepted connection (the kernel's
+// record of the agent socket at its other end). Forget drops the record
+// once the session has ended.
 type OriginLookup interface {
-	Lookup(peer, local netip.AddrPort) (Origin, error)
+	Lookup(c *net.TCPConn) (Origin, error)
 	Forget(o Origin) error
 }
 

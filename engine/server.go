@@ -10,7 +10,10 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config configures the engine's listeners and dials.
@@ -81,6 +84,7 @@ type Server struct {
 type sessionEntry struct {
 	s      *Session
 	client net.Conn
+	cookie uint64 // the kernel record's key (Origin.Cookie)
 }
 
 // NewServer builds a server; handlers maps a target protocol ("tcp",
@@ -102,22 +106,57 @@ func NewServer(cfg Config, origins OriginLookup, dir Directory, handlers map[str
 // connection is redirected.
 func (s *Server) Listen() error {
 	var err error
-	if s.ln4, err = listen("tcp4", s.cfg.Listen4); err != nil {
+	if s.ln4, err = listen("tcp4", s.cfg.Listen4, s.cfg.Mark); err != nil {
 		return err
 	}
-	if s.ln6, err = listen("tcp6", s.cfg.Listen6); err != nil {
+	if s.ln6, err = listen("tcp6", s.cfg.Listen6, s.cfg.Mark); err != nil {
 		s.ln4.Close()
 		return err
 	}
 	return nil
 }
 
-func listen(network, addr string) (*net.TCPListener, error) {
-	ln, err := net.Listen(network, addr)
+// listen binds with the engine's mark on the socket: the kernel programs
+// let only marked sockets bind the engine's ports (so that nobody else can
+// receive agents' connections while the engine is down). The mark is
+// cleared once listening, so that accepted connections do not inherit it.
+// Without CAP_NET_ADMIN the mark cannot be set; that only matters where
+// the programs are attached, which needs more privilege anyway.
+func listen(network, addr string, mark uint32) (*net.TCPListener, error) {
+	setMark := func(fd uintptr, m uint32) error {
+		err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(m))
+		if errors.Is(err, unix.EPERM) {
+			return nil
+		}
+		return err
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		if mark == 0 {
+			return nil
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = setMark(fd, mark) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("engine listen on %s: %w", addr, err)
 	}
-	return ln.(*net.TCPListener), nil
+	tl := ln.(*net.TCPListener)
+	if mark != 0 {
+		rc, err := tl.SyscallConn()
+		var serr error
+		if err == nil {
+			err = rc.Control(func(fd uintptr) { serr = setMark(fd, 0) })
+		}
+		if err = errors.Join(err, serr); err != nil {
+			tl.Close()
+			return nil, fmt.Errorf("engine listen on %s: clear mark: %w", addr, err)
+		}
+	}
+	return tl, nil
 }
 
 // Ports returns the bound listener ports (IPv4, IPv6).
@@ -191,8 +230,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	o, err := s.origins.Lookup(peer, local)
+	o, err := s.origins.Lookup(c)
 	if err != nil {
 		// Not redirected by the kernel: a local process dialled the engine
 		// port directly, or the record was evicted. Never serve it.
@@ -231,7 +269,7 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	}
 	sess.Log = s.cfg.Log.With("session", sess.ID, "agent", id.Agent, "target", id.Target)
 	s.mu.Lock()
-	s.sessions[sess.ID] = &sessionEntry{s: sess, client: c}
+	s.sessions[sess.ID] = &sessionEntry{s: sess, client: c, cookie: o.Cookie}
 	s.mu.Unlock()
 	s.metrics.SessionsActive.Inc()
 	s.metrics.Connections.WithLabelValues(id.Agent, id.Target, id.Protocol, VerdictAccepted).Inc()
@@ -270,6 +308,18 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 	} else {
 		sess.Log.Info("session end", attrs...)
 	}
+}
+
+// RecordCookies returns the keys of the kernel records that open sessions
+// own (for redirect.Redirector.Sweep).
+func (s *Server) RecordCookies() map[uint64]struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[uint64]struct{}, len(s.sessions))
+	for _, e := range s.sessions {
+		out[e.cookie] = struct{}{}
+	}
+	return out
 }
 
 // Sessions lists the open sessions, oldest first.

@@ -32,10 +32,12 @@ type origins struct {
 	locals []netip.AddrPort // the local addresses lookups were made with
 }
 
-func (o *origins) Lookup(peer, local netip.AddrPort) (engine.Origin, error) {
+func (o *origins) Lookup(c *net.TCPConn) (engine.Origin, error) {
+	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.locals = append(o.locals, local)
+	o.locals = append(o.locals, c.LocalAddr().(*net.TCPAddr).AddrPort())
 	r, ok := o.m[peer]
 	if !ok {
 		return r, fmt.Errorf("no record for %s", peer)
@@ -182,7 +184,7 @@ func TestRelayAndIdentity(t *testing.T) {
 	needMark(t)
 	f := start(t)
 	up := upstream(t)
-	c := f.dial(t, &engine.Origin{Dst: up, AgentID: 1, TargetID: 10, PID: 4242, CgroupID: 77})
+	c := f.dial(t, &engine.Origin{Dst: up, AgentID: 1, TargetID: 10, PID: 4242, CgroupID: 77, Cookie: 4343})
 	fmt.Fprintf(c, "hello\n")
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
@@ -199,6 +201,11 @@ func TestRelayAndIdentity(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.metrics.SessionsActive); got != 1 {
 		t.Errorf("sessions_active = %v", got)
+	}
+	if owned := f.srv.RecordCookies(); len(owned) != 1 {
+		t.Errorf("record cookies of open sessions = %v, want the session's one", owned)
+	} else if _, ok := owned[4343]; !ok {
+		t.Errorf("record cookies of open sessions = %v, want [4343]", owned)
 	}
 	c.Close()
 	waitFor(t, func() bool { return len(f.srv.Sessions()) == 0 })

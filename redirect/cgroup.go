@@ -66,10 +66,26 @@ func ResolveCgroup(mount, p string) (string, error) {
 	return abs, nil
 }
 
-// SetLabel marks a cgroup as an agent cgroup.
+// MaxLabelLevel is the deepest level of the cgroup tree (the root is 0)
+// at which the kernel programs look for labels.
+const MaxLabelLevel = maxCgroupLevel
+
+// LabelLevel returns the level of a cgroup below the cgroup2 mount root,
+// counted from its path ("/a/b" is 2).
+func LabelLevel(mount, path string) int {
+	return strings.Count(strings.TrimSuffix(relCgroup(mount, filepath.Clean(path)), "/"), "/")
+}
+
+// SetLabel marks a cgroup as an agent cgroup. A cgroup deeper than the
+// kernel programs search is refused: its processes would not be agents.
 func SetLabel(path, agent string) error {
 	if agent == "" {
 		return errors.New("set label: empty agent name")
+	}
+	if mount, err := Cgroup2Mount(); err == nil && strings.HasPrefix(path, mount+"/") {
+		if l := LabelLevel(mount, path); l > MaxLabelLevel {
+			return fmt.Errorf("label %s: it is %d levels below the cgroup2 root, and Interlock's kernel programs look for labels down to level %d; label an ancestor instead", path, l, MaxLabelLevel)
+		}
 	}
 	if err := unix.Setxattr(path, LabelXattr, []byte(agent), 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
@@ -129,6 +145,12 @@ const initCgroupNS = "cgroup:[4026531835]"
 // counts (State.Levels); in a container it may not be.
 func MountAtGlobalRoot(mount string) bool {
 	if ns, err := os.Readlink("/proc/self/ns/cgroup"); err != nil || ns != initCgroupNS {
+		return false
+	}
+	// The root cgroup's id is 1. A subtree mounted over the mount point
+	// (in this mount namespace only) has another, whatever mountinfo's
+	// first line for the path says.
+	if id, err := CgroupID(mount); err != nil || id != 1 {
 		return false
 	}
 	b, err := os.ReadFile("/proc/self/mountinfo")

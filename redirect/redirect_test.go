@@ -69,9 +69,7 @@ func startFakeEngine(t *testing.T) *fakeEngine {
 
 func (e *fakeEngine) handle(c net.Conn) {
 	defer c.Close()
-	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	rec, err := e.r.Lookup(peer, local)
+	rec, err := e.r.Lookup(c.(*net.TCPConn))
 	// The agent asks getpeername() right after connect, before it sends
 	// its line.
 	bufio.NewReader(c).ReadString('\n')
@@ -80,7 +78,7 @@ func (e *fakeEngine) handle(c net.Conn) {
 		// still open, so only Forget can make the record go away.
 		if ferr := e.r.Forget(rec.Cookie); ferr != nil {
 			err = ferr
-		} else if _, lerr := e.r.Lookup(peer, local); !errors.Is(lerr, redirect.ErrNoRecord) {
+		} else if _, lerr := e.r.Lookup(c.(*net.TCPConn)); !errors.Is(lerr, redirect.ErrNoRecord) {
 			err = fmt.Errorf("record still found after Forget (%v)", lerr)
 		}
 	}
@@ -415,8 +413,8 @@ func TestPrivilegedRestartAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(after.Links) != 7 || len(before.Links) != 7 {
-		t.Fatalf("links before %d after %d, want 7 (connect4/6, sendmsg4/6, sock_create, getpeername4/6)", len(before.Links), len(after.Links))
+	if len(after.Links) != 9 || len(before.Links) != 9 {
+		t.Fatalf("links before %d after %d, want 9 (connect4/6, sendmsg4/6, sock_create, bind4/6, getpeername4/6)", len(before.Links), len(after.Links))
 	}
 	for i := range after.Links {
 		if after.Links[i].LinkID != before.Links[i].LinkID {
@@ -510,5 +508,53 @@ func TestPrivilegedUpgradeDropsSockops(t *testing.T) {
 	if old, err := link.NewFromID(info.ID); err == nil {
 		old.Close()
 		t.Errorf("the earlier version's sockops link %d still exists", info.ID)
+	}
+}
+
+// TestPrivilegedIncompatibleMapRecreatedAlone: a map whose layout changed
+// between versions is recreated alone (agent cgroups stay), and the hooks
+// keep their old programs and maps until Attach, after the daemon has
+// applied its state to the new map: no moment in which the agent's
+// target is unknown.
+func TestPrivilegedIncompatibleMapRecreatedAlone(t *testing.T) {
+	f := setup(t)
+	target := upstream(t, "tcp4", "127.0.0.1:0")
+	f.state.Targets[target] = "db"
+	cg := f.labelAgent(t, "agents/a", "analyst")
+	f.apply(t)
+	f.r.Close()
+
+	// Another version's targets map: another value size.
+	pin := filepath.Join(f.pinDir, "targets")
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 20, ValueSize: 8, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	r, err := redirect.Load(redirect.Config{CgroupPath: f.cg.Root, PinDir: f.pinDir, EnginePort4: f.eng.port4, EnginePort6: f.eng.port6, Mark: 0x494c})
+	if err != nil {
+		t.Fatalf("load over an incompatible map: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	f.r, f.eng.r = r, r
+	if id, _ := redirect.CgroupID(cg); func() bool { ok, _ := redirect.AgentCgroupKnown(f.pinDir, id); return !ok }() {
+		t.Error("the compatible agent_cgroups map was recreated too")
+	}
+	if res := harness.Dial(t, cg, "tcp4", target.String()); res.Reply != "engine\n" {
+		t.Fatalf("between Load and Attach: agent reached %q (err %q), want the engine (old programs, old maps)", res.Reply, res.Err)
+	}
+	f.apply(t)
+	if err := r.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	if res := harness.Dial(t, cg, "tcp4", target.String()); res.Reply != "engine\n" {
+		t.Fatalf("after Attach: agent reached %q (err %q), want the engine", res.Reply, res.Err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -62,6 +63,9 @@ type Redirector struct {
 	cfg  Config
 	objs bpf.RedirectObjects
 	diag *sockDiag
+
+	sweepMu sync.Mutex
+	swept   map[uint64]struct{} // records the last Sweep left
 }
 
 // attachment is one program and where it hooks in.
@@ -77,15 +81,33 @@ var attachments = []attachment{
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg4 }},
 	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg6 }},
 	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockCreate }},
+	{"bind4", ebpf.AttachCGroupInet4Bind, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockBind4 }},
+	{"bind6", ebpf.AttachCGroupInet6Bind, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockBind6 }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername4 }},
 	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername6 }},
 }
 
-// Install converges the kernel to the desired state: it loads the programs
-// (re-using pinned maps), then for each hook updates the pinned link to the
-// new program or, when there is none, attaches and pins a new link. It is
-// safe to run again after a crash at any point.
+// Install loads the programs and attaches them at once: Load, then
+// Attach. A daemon applies its state between the two (see Load).
 func Install(cfg Config) (*Redirector, error) {
+	r, err := Load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Attach(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Load loads the programs, re-using the pinned maps, without touching any
+// hook: the links (pinned ones from an earlier run too) keep running the
+// programs they have. Maps this version cannot use are recreated empty,
+// so the caller must Apply its state before Attach points the hooks at
+// them; otherwise agents and targets would be unknown for that moment and
+// agents' connections would go direct.
+func Load(cfg Config) (*Redirector, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
@@ -106,21 +128,33 @@ func Install(cfg Config) (*Redirector, error) {
 		diag.Close()
 		return nil, err
 	}
+	// The pinned level mask was kept by whatever ran before, which may not
+	// have maintained it (an older version); searching every level is
+	// always right, and the next Apply narrows it again.
+	if err := r.objs.UnlabelledLevels.Put(uint32(0), uint32(0)); err != nil {
+		r.Close()
+		return nil, kernelHint("reset unlabelled levels", err)
+	}
+	return r, nil
+}
+
+// Attach converges every hook to this process's programs: it updates each
+// pinned link in place or, when there is none, attaches and pins a new
+// one. It is safe to run again after a crash at any point.
+func (r *Redirector) Attach() error {
 	for _, a := range attachments {
 		if err := r.converge(a); err != nil {
-			r.Close()
-			return nil, err
+			return err
 		}
 	}
 	// Earlier versions re-keyed records in a sockops program; once the
 	// other hooks run this version's programs, drop it and its map.
 	for _, old := range []string{"link_sockops", "conn_by_peer"} {
-		if err := os.Remove(filepath.Join(cfg.PinDir, old)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			r.Close()
-			return nil, fmt.Errorf("remove %s left by an earlier version: %w", old, err)
+		if err := os.Remove(filepath.Join(r.cfg.PinDir, old)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s left by an earlier version: %w", old, err)
 		}
 	}
-	return r, nil
+	return nil
 }
 
 func (r *Redirector) load() error {
@@ -140,12 +174,23 @@ func (r *Redirector) load() error {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.cfg.PinDir}}
 	err = spec.LoadAndAssign(&r.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// A newer Interlock changed a map's layout. The pinned maps only
-		// hold state derived from the policy and in-flight records, so
-		// dropping them is safe; the links are updated right after.
-		r.cfg.Log.Warn("pinned BPF maps are incompatible with this version; recreating them", "pin_dir", r.cfg.PinDir)
-		for name := range spec.Maps {
-			_ = os.Remove(filepath.Join(r.cfg.PinDir, name))
+		// Another version changed a map's layout. Only that map is
+		// recreated: the others (agent cgroups, targets) stay filled, and
+		// the running programs keep using the old map until Attach.
+		for name, ms := range spec.Maps {
+			pin := filepath.Join(r.cfg.PinDir, name)
+			m, lerr := ebpf.LoadPinnedMap(pin, nil)
+			if lerr != nil {
+				continue
+			}
+			if ms.Compatible(m) != nil {
+				r.cfg.Log.Warn("pinned BPF map is incompatible with this version; recreating it", "map", name, "pin_dir", r.cfg.PinDir)
+				if rerr := os.Remove(pin); rerr != nil {
+					m.Close()
+					return fmt.Errorf("remove incompatible map %s: %w", pin, rerr)
+				}
+			}
+			m.Close()
 		}
 		err = spec.LoadAndAssign(&r.objs, opts)
 	}

@@ -59,13 +59,13 @@ const (
 // errNoSocket means no TCP socket has that 4-tuple (any more).
 var errNoSocket = errors.New("no such socket")
 
-// cookie returns the cookie of the TCP socket whose local address is src
-// and whose peer is dst, in the engine's network namespace.
-func (d *sockDiag) cookie(src, dst netip.AddrPort) (uint64, error) {
+// cookie returns the cookie and TCP state of the socket whose local
+// address is src and whose peer is dst, in the engine's network namespace.
+func (d *sockDiag) cookie(src, dst netip.AddrPort) (uint64, uint8, error) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if src.Addr().Is4() != dst.Addr().Is4() {
-		return 0, fmt.Errorf("sock_diag: mixed address families %s → %s", src, dst)
+		return 0, 0, fmt.Errorf("sock_diag: mixed address families %s → %s", src, dst)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -87,12 +87,15 @@ func (d *sockDiag) cookie(src, dst netip.AddrPort) (uint64, error) {
 	ne.PutUint32(r[4:], ^uint32(0)) // every state
 	putSockID(r[8:], src, dst)
 	if err := unix.Sendto(d.fd, req[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, fmt.Errorf("sock_diag request: %w", err)
+		return 0, 0, fmt.Errorf("sock_diag request: %w", err)
 	}
 	for {
 		n, _, err := unix.Recvfrom(d.fd, d.buf[:], 0)
 		if err != nil {
-			return 0, fmt.Errorf("sock_diag reply: %w", err)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return 0, 0, fmt.Errorf("sock_diag reply: %w", err)
 		}
 		b := d.buf[:n]
 		if len(b) < nlmsgHdrLen || ne.Uint32(b[8:]) != seq {
@@ -101,23 +104,25 @@ func (d *sockDiag) cookie(src, dst netip.AddrPort) (uint64, error) {
 		switch typ := ne.Uint16(b[4:]); {
 		case typ == unix.NLMSG_ERROR:
 			if len(b) < nlmsgHdrLen+4 {
-				return 0, errors.New("sock_diag: short error message")
+				return 0, 0, errors.New("sock_diag: short error message")
 			}
 			errno := unix.Errno(-int32(ne.Uint32(b[nlmsgHdrLen:])))
 			if errno == unix.ENOENT {
-				return 0, errNoSocket
+				return 0, 0, errNoSocket
 			}
-			return 0, fmt.Errorf("sock_diag: %w", errno)
+			return 0, 0, fmt.Errorf("sock_diag: %w", errno)
 		case typ != unix.SOCK_DIAG_BY_FAMILY || len(b) < nlmsgHdrLen+inetDiagMsgMin:
-			return 0, fmt.Errorf("sock_diag: unexpected reply type %d, %d bytes", typ, len(b))
+			return 0, 0, fmt.Errorf("sock_diag: unexpected reply type %d, %d bytes", typ, len(b))
 		}
+		// struct inet_diag_msg: family, state, timer, retrans, then the id.
+		state := b[nlmsgHdrLen+1]
 		id := b[nlmsgHdrLen+4:]
 		// The kernel falls back to a listening socket when no connection
 		// matches; only the exact connection will do.
 		if binary.BigEndian.Uint16(id[0:]) != src.Port() || binary.BigEndian.Uint16(id[2:]) != dst.Port() {
-			return 0, errNoSocket
+			return 0, 0, errNoSocket
 		}
-		return uint64(ne.Uint32(id[40:])) | uint64(ne.Uint32(id[44:]))<<32, nil
+		return uint64(ne.Uint32(id[40:])) | uint64(ne.Uint32(id[44:]))<<32, state, nil
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/bpf"
 )
@@ -177,19 +179,34 @@ type Record struct {
 	Cookie      uint64
 }
 
-// Lookup finds the record of a redirected connection from the engine's
-// end of it: peer is the accepted connection's RemoteAddr() (the agent
-// socket's local ip:port), local its LocalAddr() (the engine listener).
-// The agent socket's cookie comes from the kernel's socket table, so a
-// connection that connect4 did not redirect never finds a record, whatever
-// address it comes from.
-func (r *Redirector) Lookup(peer, local netip.AddrPort) (Record, error) {
-	cookie, err := r.diag.cookie(peer, local)
+// Lookup finds the record of a redirected connection the engine accepted.
+// The agent socket's cookie comes from the kernel's socket table (the
+// socket whose address is c's peer and whose peer is c's local address),
+// so a connection that connect4 did not redirect never finds a record,
+// whatever address it comes from.
+//
+// The 4-tuple only names c's peer while c holds it: a client that reset
+// its connection before the lookup frees the tuple for another socket,
+// possibly an agent's. Hence the found socket must be connected (not one
+// still in SYN_SENT for that tuple) and c must still be connected after
+// the lookup; while it is, no other socket can complete a handshake on
+// the same tuple.
+func (r *Redirector) Lookup(c *net.TCPConn) (Record, error) {
+	peer, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
+	cookie, state, err := r.diag.cookie(peer, local)
 	if errors.Is(err, errNoSocket) {
 		return Record{}, fmt.Errorf("%w %s: its socket is gone", ErrNoRecord, peer)
 	}
 	if err != nil {
 		return Record{}, fmt.Errorf("find the socket of %s: %w", peer, err)
+	}
+	if !connected(state) {
+		return Record{}, fmt.Errorf("%w %s: its socket is in TCP state %d, not connected", ErrNoRecord, peer, state)
+	}
+	if st, err := tcpState(c); err != nil {
+		return Record{}, fmt.Errorf("TCP state of the connection from %s: %w", peer, err)
+	} else if st != unix.BPF_TCP_ESTABLISHED && st != unix.BPF_TCP_CLOSE_WAIT {
+		return Record{}, fmt.Errorf("%w %s: the connection ended before it was looked up (TCP state %d)", ErrNoRecord, peer, st)
 	}
 	var rec bpf.RedirectConnRecord
 	if err := r.objs.ConnByCookie.Lookup(cookie, &rec); err != nil {
@@ -218,6 +235,85 @@ func (r *Redirector) Forget(cookie uint64) error {
 		return fmt.Errorf("delete redirect record %d: %w", cookie, err)
 	}
 	return nil
+}
+
+// Sweep deletes the records of redirected connections that are not (or no
+// longer) sessions: connections the agent reset before the engine looked
+// them up, and those made while the engine was down. The engine deletes a
+// session's record when the session ends (Forget); nothing else would,
+// and an agent could fill the map with them. A record is deleted when the
+// previous Sweep saw it too and active does not claim it, so it outlives
+// its connection by one to two sweep intervals. Sweep returns the number
+// of records deleted.
+func (r *Redirector) Sweep(active func(cookie uint64) bool) (int, error) {
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	var (
+		k     uint64
+		v     bpf.RedirectConnRecord
+		stale []uint64
+	)
+	seen := map[uint64]struct{}{}
+	it := r.objs.ConnByCookie.Iterate()
+	for it.Next(&k, &v) {
+		if active(k) {
+			continue
+		}
+		if _, old := r.swept[k]; old {
+			stale = append(stale, k)
+		} else {
+			seen[k] = struct{}{}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("sweep redirect records: %w", err)
+	}
+	n := 0
+	for _, k := range stale {
+		if err := r.objs.ConnByCookie.Delete(k); err == nil {
+			n++
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("sweep redirect records: %w", err)
+		}
+	}
+	r.swept = seen
+	return n, nil
+}
+
+// connected reports whether a TCP state is one a socket reaches only
+// after its handshake.
+func connected(state uint8) bool {
+	switch state {
+	case unix.BPF_TCP_ESTABLISHED, unix.BPF_TCP_FIN_WAIT1, unix.BPF_TCP_FIN_WAIT2, unix.BPF_TCP_TIME_WAIT,
+		unix.BPF_TCP_CLOSE_WAIT, unix.BPF_TCP_LAST_ACK, unix.BPF_TCP_CLOSING:
+		return true
+	}
+	return false
+}
+
+func tcpState(c *net.TCPConn) (uint8, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		info *unix.TCPInfo
+		gerr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if gerr != nil {
+		return 0, gerr
+	}
+	return info.State, nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	ap := a.(*net.TCPAddr).AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // addrKey builds the kernel's address key; IPv4 is stored v4-mapped.

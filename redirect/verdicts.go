@@ -15,6 +15,7 @@ var VerdictNames = [...]string{
 	"egress_allowed",
 	"engine_port_denied",
 	"loop_guard",
+	"engine_bind_denied",
 }
 
 // Verdicts sums the per-CPU verdict counters.

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"net/netip"
+	"net"
 	"sync/atomic"
 
 	"github.com/interlockhq/interlock/engine"
@@ -49,8 +49,8 @@ func (d *directory) Target(id uint32) (engine.TargetInfo, bool) {
 // originLookup adapts the redirector's records to the engine.
 type originLookup struct{ r *redirect.Redirector }
 
-func (o originLookup) Lookup(peer, local netip.AddrPort) (engine.Origin, error) {
-	rec, err := o.r.Lookup(peer, local)
+func (o originLookup) Lookup(c *net.TCPConn) (engine.Origin, error) {
+	rec, err := o.r.Lookup(c)
 	if err != nil {
 		return engine.Origin{}, err
 	}

@@ -142,7 +142,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		enginePorts = append(enginePorts, appr.ports()...)
 	}
 
-	r, err := redirect.Install(redirect.Config{
+	r, err := redirect.Load(redirect.Config{
 		CgroupPath: attach, PinDir: cfg.Redirect.PinDir,
 		EnginePort4: p4, EnginePort6: p6, Mark: mark, Log: log,
 	})
@@ -157,9 +157,16 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		r: r, mount: mount, root: attach, levels: redirect.MountAtGlobalRoot(mount), enginePorts: enginePorts,
 		pol: store.Current, dir: dir, log: log, resolveEvery: cfg.Redirect.ResolveInterval,
 	}
+	// The maps hold the policy's agents and targets before any hook runs
+	// this version's programs: a map this version had to recreate must not
+	// be seen empty (agents would go direct).
 	if err := ks.tick(ctx); err != nil {
 		return err
 	}
+	if err := r.Attach(); err != nil {
+		return err
+	}
+	go sweepRecords(ctx, r, srv, log)
 	store.Subscribe(func(*policy.Policy) {
 		if err := ks.tick(ctx); err != nil {
 			log.Error("kernel sync after policy reload failed", "error", err)

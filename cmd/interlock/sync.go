@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/policy"
 	"github.com/interlockhq/interlock/redirect"
 )
@@ -24,6 +25,7 @@ type kernelSync struct {
 	mount        string
 	root         string // attach cgroup: labels are looked for below it
 	levels       bool   // mount depth is the kernel's level (redirect.MountAtGlobalRoot)
+	warnedDeep   map[uint64]bool
 	enginePorts  []uint16
 	pol          func() *policy.Policy
 	dir          *directory
@@ -70,9 +72,20 @@ func (k *kernelSync) tick(ctx context.Context) error {
 			k.log.Error("refusing to treat the root cgroup as an agent; remove its label", "agent", l.Agent)
 			continue
 		}
+		level := strings.Count(l.Path, "/")
+		if level > redirect.MaxLabelLevel && !k.warnedDeep[l.ID] {
+			// Set around `interlock label` (which refuses it): the kernel
+			// does not search that deep, so these processes are not agents.
+			k.log.Error("labelled cgroup is deeper than the kernel programs search; its processes are NOT intercepted: label an ancestor instead",
+				"cgroup", l.Path, "agent", l.Agent, "level", level, "max_level", redirect.MaxLabelLevel)
+			if k.warnedDeep == nil {
+				k.warnedDeep = map[uint64]bool{}
+			}
+			k.warnedDeep[l.ID] = true
+		}
 		st.Cgroups[l.ID] = l.Agent
 		if k.levels {
-			st.Levels[l.ID] = strings.Count(l.Path, "/")
+			st.Levels[l.ID] = level
 		}
 		names = append(names, l.Agent)
 	}
@@ -187,4 +200,30 @@ func selfInAgentCgroup(mount string, pid int) (string, error) {
 		p = filepath.Dir(p)
 	}
 	return "", nil
+}
+
+// sweepInterval is how often the kernel's redirect records are swept: a
+// record without a session goes one to two intervals after its connection.
+const sweepInterval = 30 * time.Second
+
+// sweepRecords deletes the kernel records no session owns (connections
+// reset before the engine looked them up, or made while it was down), so
+// that agents cannot fill the record map with them.
+func sweepRecords(ctx context.Context, r *redirect.Redirector, srv *engine.Server, log *slog.Logger) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			owned := srv.RecordCookies()
+			n, err := r.Sweep(func(c uint64) bool { _, ok := owned[c]; return ok })
+			if err != nil {
+				log.Warn("sweeping redirect records failed", "error", err)
+			} else if n > 0 {
+				log.Debug("swept redirect records without a session", "records", n)
+			}
+		}
+	}
 }
