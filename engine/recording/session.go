@@ -205,5 +205,34 @@ func (l *SessionLog) Failed(code, message string) {
 	l.r.Enqueue(TypeResult, l.ID, res)
 }
 
+// Withdrawn records that statement n, recorded as forwarded, was not
+// forwarded after all (a later statement of its request was refused
+// before anything was sent): its result is a refusal with this code and
+// message, and it no longer waits for the target's answer.
+func (l *SessionLog) Withdrawn(n int, code, message string) {
+	l.mu.Lock()
+	for i, p := range l.pending {
+		if p.n == n {
+			l.pending = append(l.pending[:i], l.pending[i+1:]...)
+			break
+		}
+	}
+	l.mu.Unlock()
+	l.r.Enqueue(TypeResult, l.ID, &Result{N: n, Code: code, Message: message, Refused: true})
+}
+
+// Refusing notes that statement n, recorded as forwarded, is refused
+// after all by a later stage (an approval denied): the refusal that
+// arrives as its result is recorded as Interlock's (Result.Refused).
+func (l *SessionLog) Refusing(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.pending {
+		if l.pending[i].n == n {
+			l.pending[i].forwarded = false
+		}
+	}
+}
+
 // Redaction is the recorder's redaction setting.
 func (l *SessionLog) Redaction() string { return l.r.cfg.Redaction }

@@ -66,6 +66,8 @@ type StatementEvent struct {
 	// Notify sends a NoticeResponse to the agent at once (e.g. "approval
 	// pending"), while Decided holds the statement.
 	Notify func(message string)
+
+	recordN int // the statement's number in the session recording, once recorded
 }
 
 type nopObserver struct{}
@@ -81,6 +83,15 @@ func (nopObserver) ReadyForQuery(*engine.Session, byte)                         
 // calls it just before CommandComplete, with the count for that result.
 type MaskedCounter interface {
 	Masked(s *engine.Session, n int64)
+}
+
+// Withdrawer is implemented by observers that keep what they heard (the
+// recording stage). A statement heard as forwarded is withdrawn when an
+// observer refuses it or a later statement of the same request: the relay
+// then forwards none of them. why is empty for the refused statement
+// itself, whose refusal then arrives as its result.
+type Withdrawer interface {
+	Withdrawn(s *engine.Session, ev *StatementEvent, why string)
 }
 
 // ConnObserver is implemented by observers that note the session's

@@ -64,6 +64,15 @@ func (os Observers) Masked(s *engine.Session, n int64) {
 	}
 }
 
+// Withdrawn implements Withdrawer for the observers that do.
+func (os Observers) Withdrawn(s *engine.Session, ev *StatementEvent, why string) {
+	for _, o := range os {
+		if w, ok := o.(Withdrawer); ok {
+			w.Withdrawn(s, ev, why)
+		}
+	}
+}
+
 // Connected implements ConnObserver for the observers that do.
 func (os Observers) Connected(s *engine.Session, c *ConnEvent) {
 	for _, o := range os {

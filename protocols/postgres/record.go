@@ -55,7 +55,28 @@ func (o *Recorder) Decided(ctx context.Context, s *engine.Session, ev *Statement
 	// The refused statement of a refused request gets Interlock's refusal
 	// as its answer; its siblings that the policy allowed get none.
 	awaits := ev.Forwarded || ev.Decision.Verdict != policy.VerdictAllow
-	return l.Statement(ctx, st, awaits)
+	if err := l.Statement(ctx, st, awaits); err != nil {
+		return err
+	}
+	ev.recordN = st.N
+	return nil
+}
+
+// Withdrawn implements Withdrawer: the statement's record said forwarded,
+// and it was not; its result says so.
+func (o *Recorder) Withdrawn(s *engine.Session, ev *StatementEvent, why string) {
+	if ev.recordN == 0 {
+		return
+	}
+	l, err := o.rec.Session(s)
+	if err != nil {
+		return
+	}
+	if why == "" {
+		l.Refusing(ev.recordN)
+		return
+	}
+	l.Withdrawn(ev.recordN, "42501", why)
 }
 
 // Connected implements ConnObserver.

@@ -312,3 +312,59 @@ func TestBindRecordFailureRefuses(t *testing.T) {
 		t.Fatal("no ReadyForQuery after the refusal")
 	}
 }
+
+// refuseText is an observer that refuses statements whose text contains
+// a marker, as the approvals stage refuses a denied statement.
+type refuseText struct {
+	nopObserver
+	marker string
+}
+
+func (r refuseText) Decided(_ context.Context, _ *engine.Session, ev *StatementEvent) error {
+	if strings.Contains(ev.Text, r.marker) {
+		return &Refusal{Code: "42501", Message: "approval denied"}
+	}
+	return nil
+}
+
+// TestRecorderWithdrawsSiblings: the recorder hears a request's statements
+// one by one, each as forwarded until a later stage refuses one. Then none
+// is forwarded, and the recording must not show the earlier ones as run.
+func TestRecorderWithdrawsSiblings(t *testing.T) {
+	rec, dir := openTestRecorder(t, recording.RedactNone)
+	ps := newPipeSessionWith(t, Config{Observer: Observers{NewRecorder(rec), refuseText{marker: "refuse_me"}}})
+	if err := rec.SessionStarted(ps.ss.s); err != nil {
+		t.Fatal(err)
+	}
+	ps.send(t, &pgproto3.Query{String: "select 1; select 2 as refuse_me; select 3"})
+	sentinel := ps.serverReceive(t).(*pgproto3.Query).String
+	if !strings.HasPrefix(sentinel, sentinelPrefix) {
+		t.Fatalf("a request with a refused statement was forwarded: %q", sentinel)
+	}
+	ps.serverSend(t, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42601", Message: `syntax error at or near "` + sentinel + `"`}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	ps.agentReceive(t)
+	ps.agentReceive(t)
+	rec.SessionEnded(ps.ss.s, nil)
+	rec.Close()
+
+	sts, res := sessionEvents(t, dir, ps.ss.s.UID)
+	if len(sts) != 3 {
+		t.Fatalf("%d statements: %+v", len(sts), sts)
+	}
+	byN := map[int]recording.Result{}
+	for _, r := range res {
+		byN[r.N] = r
+	}
+	if r, ok := byN[1]; !ok || !r.Refused || !strings.Contains(r.Message, "statement 2 of the same request was refused") {
+		t.Errorf("statement 1, recorded before its sibling was refused: result %+v, want a refusal saying it was not forwarded", r)
+	}
+	if r, ok := byN[2]; !ok || !r.Refused || !strings.Contains(r.Message, "approval denied") {
+		t.Errorf("statement 2, refused by the later stage: result %+v, want Interlock's refusal", r)
+	}
+	if sts[2].Forwarded {
+		t.Errorf("statement 3, heard after the refusal, recorded as forwarded")
+	}
+	if _, ok := byN[0]; ok {
+		t.Errorf("a result paired with no statement: %+v", res)
+	}
+}

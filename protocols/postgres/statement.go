@@ -191,14 +191,29 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	}
 	// The observer hears every statement with its final fate, before
 	// anything is forwarded.
+	evs := make([]StatementEvent, len(ds))
+	// withdraw tells the observer that statements it heard as forwarded
+	// were not: a later one was refused (or ended the session) first.
+	withdraw := func(upto int, why string) {
+		w, ok := ss.h.cfg.Observer.(Withdrawer)
+		if !ok {
+			return
+		}
+		for j := 0; j < upto; j++ {
+			if evs[j].Forwarded {
+				w.Withdrawn(ss.s, &evs[j], why)
+			}
+		}
+	}
 	for i := range ds {
 		st := &cl.Statements[i]
-		ev := StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil, Notify: ss.notice}
+		evs[i] = StatementEvent{Text: st.Text, Path: path, Op: ds[i].op, Decision: ds[i].d, Forwarded: out.refuse == nil, Notify: ss.notice}
+		ev := &evs[i]
 		dctx, done := ctx, func() {}
 		if ds[i].d.Verdict == policy.VerdictApprove && ev.Forwarded {
 			dctx, done = ss.holdContext(ctx)
 		}
-		err := ss.h.cfg.Observer.Decided(dctx, ss.s, &ev)
+		err := ss.h.cfg.Observer.Decided(dctx, ss.s, ev)
 		if cause := context.Cause(dctx); err != nil && cause == errAgentCancel {
 			err = &Refusal{Code: "57014", Message: "canceling statement due to user request (it was waiting for an approval)"}
 		}
@@ -206,12 +221,17 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		if err != nil {
 			if t, ok := errors.AsType[*Terminate](err); ok {
 				ss.s.Log.Warn("session terminated by the observer", "error", err)
+				withdraw(i+1, fmt.Sprintf("not forwarded: the session was ended at statement %d of the same request (%v)", i+1, err))
 				return decision{terminate: t}, cl
 			}
 			ds[i].refuse = observerRefusal(err)
 			ss.s.Log.Warn("statement refused by the observer", "error", err)
 			if out.refuse == nil {
 				out.refuse = ds[i].refuse
+				withdraw(i, fmt.Sprintf("not forwarded: statement %d of the same request was refused (%s)", i+1, ds[i].refuse.Message))
+				if w, ok := ss.h.cfg.Observer.(Withdrawer); ok && ev.Forwarded {
+					w.Withdrawn(ss.s, ev, "")
+				}
 			}
 		}
 		ss.h.cfg.Metrics.statement(ss.s.Identity.Agent, ss.target.Name, ds[i].d.Verdict, ds[i].refuse != nil)
