@@ -507,7 +507,7 @@ func TestPrivilegedAttackRecordLeak(t *testing.T) {
 func TestPrivilegedAttackStaleMaskAfterRestart(t *testing.T) {
 	f := setup(t)
 	if !redirect.MountAtGlobalRoot(f.cg.Mount) {
-		t.Skip("depths not used here")
+		harness.Require(t, false, "needs the initial cgroup namespace with the cgroup2 mount at the real root (depths are used only there)")
 	}
 	target := upstream(t, "tcp4", "127.0.0.1:0")
 	f.state.Targets[target] = "db"
@@ -578,7 +578,7 @@ func TestPrivilegedAttackOvermountDepth(t *testing.T) {
 func TestPrivilegedAttackMPTCP(t *testing.T) {
 	f := setup(t)
 	if b, _ := os.ReadFile("/proc/sys/net/mptcp/enabled"); strings.TrimSpace(string(b)) != "1" {
-		t.Skip("MPTCP disabled")
+		harness.Require(t, false, "needs MPTCP (net.mptcp.enabled=1)")
 	}
 	target := upstream(t, "tcp4", "127.0.0.1:0")
 	f.state.Targets[target] = "db"
@@ -607,7 +607,6 @@ func TestPrivilegedAttackMPTCP(t *testing.T) {
 	}
 }
 
-var _ = syscall.AF_INET
 
 // 7. A label at level 32 or deeper would never be found (find_agent stops
 // at level 31): labelling such a cgroup is refused.
