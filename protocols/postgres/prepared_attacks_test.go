@@ -139,3 +139,31 @@ func TestPreparedAttackCursorMaskStaleAfterReload(t *testing.T) {
 		t.Errorf("cursor row after the reload reached the agent unmasked: %q", v)
 	}
 }
+
+// TestPreparedAttackBindSkipsCatalogReads: a Bind of a SQL-prepared
+// statement is decided again under the policy in force, with the same
+// expansion EXECUTE gets: reading pg_stats reads every table's values.
+func TestPreparedAttackBindSkipsCatalogReads(t *testing.T) {
+	wide := strings.Replace(maskPolicy, `tables: ["public.orders"], decision: allow}`, `decision: allow}`, 1)
+	narrow := strings.Replace(maskPolicy, `tables: ["public.orders"], decision: allow}`, `tables: ["pg_catalog.*", "public.orders"], decision: allow}`, 1)
+	if wide == maskPolicy || narrow == maskPolicy {
+		t.Fatal("policy edit did not apply")
+	}
+	ps := newPipeSessionFor(t, wide, Config{})
+	ps.send(t, &pgproto3.Query{String: "prepare p as select * from pg_stats"})
+	if q := ps.serverReceive(t).(*pgproto3.Query); strings.HasPrefix(q.String, sentinelPrefix) {
+		t.Fatalf("PREPARE under a policy allowing every table refused")
+	}
+	ps.serverSend(t, &pgproto3.CommandComplete{CommandTag: []byte("PREPARE")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	wantTypes(t, ps, "CommandComplete", "ReadyForQuery")
+
+	pol, err := policy.Parse("unit.yaml", []byte(narrow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.policy.Store(pol)
+	ps.send(t, &pgproto3.Bind{PreparedStatement: "p"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	if b := ps.serverReceive(t).(*pgproto3.Bind); !strings.HasPrefix(b.PreparedStatement, sentinelPrefix) {
+		t.Errorf("Bind of a pg_stats read forwarded as %q under a policy that allows pg_catalog but not every table", b.PreparedStatement)
+	}
+}

@@ -753,14 +753,26 @@ func (ss *session) bindSQLPrepared(name string, sp sqlPrepared) *pgproto3.ErrorR
 	}
 	pol := ss.h.cfg.Policy()
 	op := sp.op
-	op.Objects = slices.Clone(sp.op.Objects)
+	// As decide does for EXECUTE: catalog relations that hold values count
+	// as reading them, and a session masked since the PREPARE may not
+	// read what no mask covers.
+	op.Objects = catalogReads(slices.Clone(sp.op.Objects))
 	op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, pol.AgentRoles(ss.s.Identity.Agent)
 	op.Attrs.InTransaction = ss.inTransaction()
 	d := ss.decideOp(pol, &op, ss.txCertain(0))
 	if d.Verdict == policy.VerdictApprove {
 		return refusal(fmt.Sprintf("prepared statement %q needs a human approval (rule %s): run it with EXECUTE", name, d.RuleID), d.RuleID)
 	}
-	return ss.verdict(&d)
+	if refuse := ss.verdict(&d); refuse != nil {
+		return refuse
+	}
+	if ss.ms != nil {
+		ss.anyMask() // masks a reload added count too
+	}
+	if what, ok := ss.maskLeak(&op); ok {
+		return refusal(what+" is not readable in a session whose results are masked: it holds values from table rows or other sessions' statements, which no mask covers", "")
+	}
+	return nil
 }
 
 // anyMask is every mask the session can get: those it has been under and
