@@ -237,13 +237,16 @@ static __always_inline __s64 decide(struct bpf_sock_addr *ctx, struct addr_key *
 	__u32 mark = sk->mark;
 	__u32 type = ctx->type;
 
-	if (engine_mark != 0 && mark == engine_mark) {
-		count(V_LOOP_GUARD);
+	struct agent_info *a = find_agent();
+	if (!a) {
+		if (engine_mark != 0 && mark == engine_mark)
+			count(V_LOOP_GUARD);
 		return 0;
 	}
-	struct agent_info *a = find_agent();
-	if (!a)
-		return 0;
+	// An agent's socket is decided whatever its mark: a process with
+	// CAP_NET_RAW (enough for SO_MARK since Linux 5.17) could otherwise
+	// pass as the engine. The engine never runs in an agent cgroup; were
+	// it moved into one, it refuses its own redirected dials.
 	*agent = a;
 
 	if (bpf_map_lookup_elem(&engine_ports, &dst->port)) {
@@ -389,23 +392,45 @@ int interlock_sock_create(struct bpf_sock *ctx)
 	return SYS_REJECT;
 }
 
+// The engine's cgroup, written by the daemon before it binds its ports
+// (pinned: a restarted daemon writes it before the programs it replaces
+// check its binds). 0: not known yet.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} engine_cgroup SEC(".maps");
+
 // cgroup/bind4|6: while the daemon is down, the pinned connect hooks keep
 // sending agents' target connections to the engine's listener ports, to be
-// refused. Nobody else may listen there and receive them: binding those
-// ports, on any address, needs the engine's mark on the socket, and
-// setting a mark needs CAP_NET_ADMIN.
+// refused. Nobody else may listen there and receive them, nor on the
+// engine's API and metrics ports: only tasks in the engine's cgroup bind
+// those ports, on any address. (A mark is no proof: CAP_NET_RAW is enough
+// to set one since Linux 5.17.) Before the daemon has written its cgroup,
+// the engine's mark stands in.
 static __always_inline int bind_allowed(struct bpf_sock_addr *ctx)
 {
 	__u32 port = ctx->user_port;
 	__u16 p = bpf_ntohs((__u16)port);
-	if (p == 0 || (p != engine_port4 && p != engine_port6))
+	if (p == 0)
 		return SYS_PROCEED;
-	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
-		return SYS_REJECT;
-	__u32 mark = sk->mark;
-	if (engine_mark != 0 && mark == engine_mark)
+	if (p != engine_port4 && p != engine_port6 && !bpf_map_lookup_elem(&engine_ports, &p))
 		return SYS_PROCEED;
+	__u32 zero = 0;
+	__u64 *cg = bpf_map_lookup_elem(&engine_cgroup, &zero);
+	if (cg && *cg != 0) {
+		if (bpf_get_current_cgroup_id() == *cg)
+			return SYS_PROCEED;
+	} else {
+		struct bpf_sock *sk = ctx->sk;
+		if (sk) {
+			__u32 mark = sk->mark;
+			if (engine_mark != 0 && mark == engine_mark)
+				return SYS_PROCEED;
+		}
+	}
 	count(V_ENGINE_BIND_DENIED);
 	return SYS_REJECT;
 }

@@ -54,6 +54,7 @@ const (
 	RedirectMapAgentCgroups           = "agent_cgroups"
 	RedirectMapConnByCookie           = "conn_by_cookie"
 	RedirectMapEgressAllow            = "egress_allow"
+	RedirectMapEngineCgroup           = "engine_cgroup"
 	RedirectMapEnginePorts            = "engine_ports"
 	RedirectMapTargets                = "targets"
 	RedirectMapUnlabelledLevels       = "unlabelled_levels"
@@ -132,6 +133,7 @@ type RedirectMapSpecs struct {
 	AgentCgroups     *ebpf.MapSpec `ebpf:"agent_cgroups"`
 	ConnByCookie     *ebpf.MapSpec `ebpf:"conn_by_cookie"`
 	EgressAllow      *ebpf.MapSpec `ebpf:"egress_allow"`
+	EngineCgroup     *ebpf.MapSpec `ebpf:"engine_cgroup"`
 	EnginePorts      *ebpf.MapSpec `ebpf:"engine_ports"`
 	Targets          *ebpf.MapSpec `ebpf:"targets"`
 	UnlabelledLevels *ebpf.MapSpec `ebpf:"unlabelled_levels"`
@@ -170,6 +172,7 @@ type RedirectMaps struct {
 	AgentCgroups     *ebpf.Map `ebpf:"agent_cgroups"`
 	ConnByCookie     *ebpf.Map `ebpf:"conn_by_cookie"`
 	EgressAllow      *ebpf.Map `ebpf:"egress_allow"`
+	EngineCgroup     *ebpf.Map `ebpf:"engine_cgroup"`
 	EnginePorts      *ebpf.Map `ebpf:"engine_ports"`
 	Targets          *ebpf.Map `ebpf:"targets"`
 	UnlabelledLevels *ebpf.Map `ebpf:"unlabelled_levels"`
@@ -181,6 +184,7 @@ func (m *RedirectMaps) Close() error {
 		m.AgentCgroups,
 		m.ConnByCookie,
 		m.EgressAllow,
+		m.EngineCgroup,
 		m.EnginePorts,
 		m.Targets,
 		m.UnlabelledLevels,

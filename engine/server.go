@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -247,6 +248,14 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 			s.cfg.Log.Warn("cannot delete redirect record", "peer", peer, "error", err)
 		}
 	}()
+	if int(o.PID) == os.Getpid() {
+		// The engine's own upstream dial came back: it runs in an agent
+		// cgroup (moved there after it started). Relaying it would loop.
+		s.metrics.Connections.WithLabelValues("", "", "", VerdictNoRecord).Inc()
+		s.cfg.Log.Error("refused the engine's own redirected dial: the daemon is in an agent cgroup; move it out", "peer", peer)
+		c.Close()
+		return
+	}
 	id, err := identify(o, peer, s.dir)
 	if err != nil {
 		s.metrics.Connections.WithLabelValues(id.Agent, "", "", VerdictUnknownTarget).Inc()

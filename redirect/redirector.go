@@ -23,6 +23,13 @@ type Config struct {
 	// CgroupPath is the cgroup the programs attach to; every process below
 	// it is checked. Default: the cgroup2 mount root.
 	CgroupPath string
+	// GuardCgroupPath is where the bind hooks attach, which keep everyone
+	// but the engine off its ports. The daemon puts them at the cgroup2
+	// root even when CgroupPath is a subtree: a process outside the
+	// subtree could otherwise listen on the engine's port while the daemon
+	// is down and receive the agents' connections. Default: CgroupPath
+	// (tests never attach at the root).
+	GuardCgroupPath string
 	// PinDir is a directory on a bpffs mount. Default: DefaultPinDir.
 	PinDir string
 	// EnginePort4 and EnginePort6 are the engine's listener ports on
@@ -42,6 +49,9 @@ func (c *Config) CheckAndSetDefaults() error {
 			return err
 		}
 		c.CgroupPath = m
+	}
+	if c.GuardCgroupPath == "" {
+		c.GuardCgroupPath = c.CgroupPath
 	}
 	if c.PinDir == "" {
 		c.PinDir = DefaultPinDir
@@ -70,21 +80,22 @@ type Redirector struct {
 
 // attachment is one program and where it hooks in.
 type attachment struct {
-	name string // pin name: link_<name>
-	typ  ebpf.AttachType
-	prog func(*bpf.RedirectObjects) *ebpf.Program
+	name  string // pin name: link_<name>
+	typ   ebpf.AttachType
+	prog  func(*bpf.RedirectObjects) *ebpf.Program
+	guard bool // attached at Config.GuardCgroupPath
 }
 
 var attachments = []attachment{
-	{"connect4", ebpf.AttachCGroupInet4Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect4 }},
-	{"connect6", ebpf.AttachCGroupInet6Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect6 }},
-	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg4 }},
-	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg6 }},
-	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockCreate }},
-	{"bind4", ebpf.AttachCGroupInet4Bind, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockBind4 }},
-	{"bind6", ebpf.AttachCGroupInet6Bind, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockBind6 }},
-	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername4 }},
-	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername6 }},
+	{"connect4", ebpf.AttachCGroupInet4Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect4 }, false},
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockConnect6 }, false},
+	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg4 }, false},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSendmsg6 }, false},
+	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockSockCreate }, false},
+	{"bind4", ebpf.AttachCGroupInet4Bind, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockBind4 }, true},
+	{"bind6", ebpf.AttachCGroupInet6Bind, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockBind6 }, true},
+	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername4 }, false},
+	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(o *bpf.RedirectObjects) *ebpf.Program { return o.InterlockGetpeername6 }, false},
 }
 
 // Install loads the programs and attaches them at once: Load, then
@@ -128,6 +139,10 @@ func Load(cfg Config) (*Redirector, error) {
 		diag.Close()
 		return nil, err
 	}
+	if err := r.claim(); err != nil {
+		r.Close()
+		return nil, err
+	}
 	// The pinned level mask was kept by whatever ran before, which may not
 	// have maintained it (an older version); searching every level is
 	// always right, and the next Apply narrows it again.
@@ -136,6 +151,52 @@ func Load(cfg Config) (*Redirector, error) {
 		return nil, kernelHint("reset unlabelled levels", err)
 	}
 	return r, nil
+}
+
+// ClaimEnginePorts makes this process's cgroup the one allowed to bind
+// the engine's ports, in the pinned map that programs of an earlier run
+// check (nothing pinned: nothing to do). The daemon calls it before it
+// listens; Load does it again for the map it loads.
+func ClaimEnginePorts(pinDir, mount string) error {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "engine_cgroup"), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return kernelHint("open the pinned engine_cgroup map", err)
+	}
+	defer m.Close()
+	id, err := ownCgroupID(mount)
+	if err != nil {
+		return err
+	}
+	if err := m.Put(uint32(0), id); err != nil {
+		return kernelHint("claim the engine's ports", err)
+	}
+	return nil
+}
+
+func (r *Redirector) claim() error {
+	mount, err := Cgroup2Mount()
+	if err != nil {
+		return err
+	}
+	id, err := ownCgroupID(mount)
+	if err != nil {
+		return err
+	}
+	if err := r.objs.EngineCgroup.Put(uint32(0), id); err != nil {
+		return kernelHint("claim the engine's ports", err)
+	}
+	return nil
+}
+
+func ownCgroupID(mount string) (uint64, error) {
+	rel, err := CgroupOf(os.Getpid())
+	if err != nil {
+		return 0, err
+	}
+	return CgroupID(filepath.Join(mount, rel))
 }
 
 // Attach converges every hook to this process's programs: it updates each
@@ -208,13 +269,17 @@ func (r *Redirector) load() error {
 func (r *Redirector) converge(a attachment) error {
 	pin := filepath.Join(r.cfg.PinDir, "link_"+a.name)
 	prog := a.prog(&r.objs)
+	at := r.cfg.CgroupPath
+	if a.guard {
+		at = r.cfg.GuardCgroupPath
+	}
 	l, err := link.LoadPinnedLink(pin, nil)
 	switch {
-	case err == nil && !r.attachedHere(l):
+	case err == nil && !attachedAt(l, at):
 		// The attach point moved (config change): drop the old link first,
 		// there is no atomic move between cgroups.
 		l.Close()
-		r.cfg.Log.Warn("pinned link is attached to another cgroup; moving it", "hook", a.name, "cgroup", r.cfg.CgroupPath)
+		r.cfg.Log.Warn("pinned link is attached to another cgroup; moving it", "hook", a.name, "cgroup", at)
 		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove pin %s: %w", pin, err)
 		}
@@ -242,19 +307,19 @@ func (r *Redirector) converge(a attachment) error {
 		return kernelHint("open pinned link "+pin, err)
 	}
 
-	nl, err := link.AttachCgroup(link.CgroupOptions{Path: r.cfg.CgroupPath, Attach: a.typ, Program: prog})
+	nl, err := link.AttachCgroup(link.CgroupOptions{Path: at, Attach: a.typ, Program: prog})
 	if err != nil {
-		return kernelHint(fmt.Sprintf("attach %s to cgroup %s", a.name, r.cfg.CgroupPath), err)
+		return kernelHint(fmt.Sprintf("attach %s to cgroup %s", a.name, at), err)
 	}
 	defer nl.Close()
 	if err := nl.Pin(pin); err != nil {
 		return kernelHint("pin link "+pin, err)
 	}
-	r.cfg.Log.Info("attached BPF program", "hook", a.name, "cgroup", r.cfg.CgroupPath)
+	r.cfg.Log.Info("attached BPF program", "hook", a.name, "cgroup", at)
 	return nil
 }
 
-func (r *Redirector) attachedHere(l link.Link) bool {
+func attachedAt(l link.Link, path string) bool {
 	info, err := l.Info()
 	if err != nil {
 		return true // cannot tell; keep the link rather than open a gap
@@ -263,7 +328,7 @@ func (r *Redirector) attachedHere(l link.Link) bool {
 	if cg == nil {
 		return true
 	}
-	id, err := CgroupID(r.cfg.CgroupPath)
+	id, err := CgroupID(path)
 	return err != nil || cg.CgroupId == id
 }
 

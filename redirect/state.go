@@ -237,15 +237,35 @@ func (r *Redirector) Forget(cookie uint64) error {
 	return nil
 }
 
+// TargetAddrs returns what the kernel's targets map holds, by target id:
+// after a restart, the addresses the previous run resolved.
+func (r *Redirector) TargetAddrs() (map[uint32][]netip.AddrPort, error) {
+	out := map[uint32][]netip.AddrPort{}
+	var (
+		k  bpf.RedirectAddrKey
+		id uint32
+	)
+	it := r.objs.Targets.Iterate()
+	for it.Next(&k, &id) {
+		out[id] = append(out[id], netip.AddrPortFrom(wordsIP6(k.Ip6).Unmap(), k.Port))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read targets map: %w", err)
+	}
+	return out, nil
+}
+
 // Sweep deletes the records of redirected connections that are not (or no
 // longer) sessions: connections the agent reset before the engine looked
 // them up, and those made while the engine was down. The engine deletes a
 // session's record when the session ends (Forget); nothing else would,
 // and an agent could fill the map with them. A record is deleted when the
-// previous Sweep saw it too and active does not claim it, so it outlives
-// its connection by one to two sweep intervals. Sweep returns the number
-// of records deleted.
-func (r *Redirector) Sweep(active func(cookie uint64) bool) (int, error) {
+// previous Sweep saw it too and owned (asked after the map was read, so
+// that a session started meanwhile counts) does not list it: it outlives
+// its connection by one to two sweep intervals. A connection still
+// waiting to be accepted after that long loses its record and is refused.
+// Sweep returns the number of records deleted.
+func (r *Redirector) Sweep(owned func() map[uint64]struct{}) (int, error) {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
 	var (
@@ -256,9 +276,6 @@ func (r *Redirector) Sweep(active func(cookie uint64) bool) (int, error) {
 	seen := map[uint64]struct{}{}
 	it := r.objs.ConnByCookie.Iterate()
 	for it.Next(&k, &v) {
-		if active(k) {
-			continue
-		}
 		if _, old := r.swept[k]; old {
 			stale = append(stale, k)
 		} else {
@@ -268,8 +285,12 @@ func (r *Redirector) Sweep(active func(cookie uint64) bool) (int, error) {
 	if err := it.Err(); err != nil {
 		return 0, fmt.Errorf("sweep redirect records: %w", err)
 	}
+	keep := owned()
 	n := 0
 	for _, k := range stale {
+		if _, ok := keep[k]; ok {
+			continue
+		}
 		if err := r.objs.ConnByCookie.Delete(k); err == nil {
 			n++
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {

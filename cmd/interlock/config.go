@@ -55,6 +55,7 @@ type EngineConfig struct {
 // RedirectConfig configures the kernel side.
 type RedirectConfig struct {
 	Cgroup            string        `mapstructure:"cgroup"`
+	GuardCgroup       string        `mapstructure:"guard_cgroup"`
 	PinDir            string        `mapstructure:"pin_dir"`
 	LabelScanInterval time.Duration `mapstructure:"label_scan_interval"`
 	ResolveInterval   time.Duration `mapstructure:"resolve_interval"`
@@ -175,6 +176,7 @@ var configDefaults = map[string]any{
 	"engine.dial_timeout":          "10s",
 	"engine.shutdown_grace":        "10s",
 	"redirect.cgroup":              "",
+	"redirect.guard_cgroup":        "",
 	"redirect.pin_dir":             "/sys/fs/bpf/interlock",
 	"redirect.label_scan_interval": "500ms",
 	"redirect.resolve_interval":    "30s",

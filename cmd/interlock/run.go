@@ -64,10 +64,23 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("redirect.cgroup: %w", err)
 		}
 	}
+	// The bind hooks guard the engine's ports for the whole host, also
+	// when the other programs attach to a subtree.
+	guard := mount
+	if cfg.Redirect.GuardCgroup != "" {
+		if guard, err = redirect.ResolveCgroup(mount, cfg.Redirect.GuardCgroup); err != nil {
+			return fmt.Errorf("redirect.guard_cgroup: %w", err)
+		}
+	}
 	if agent, err := selfInAgentCgroup(mount, os.Getpid()); err != nil {
 		return err
 	} else if agent != "" {
 		return fmt.Errorf("the daemon runs inside a cgroup labelled as agent %q; run it outside every agent cgroup", agent)
+	}
+	// Pinned programs from an earlier run let only the engine's cgroup
+	// bind its ports: tell them which one that is now, before any listener.
+	if err := redirect.ClaimEnginePorts(cfg.Redirect.PinDir, mount); err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -143,7 +156,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	}
 
 	r, err := redirect.Load(redirect.Config{
-		CgroupPath: attach, PinDir: cfg.Redirect.PinDir,
+		CgroupPath: attach, GuardCgroupPath: guard, PinDir: cfg.Redirect.PinDir,
 		EnginePort4: p4, EnginePort6: p6, Mark: mark, Log: log,
 	})
 	if err != nil {

@@ -143,7 +143,14 @@ func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) {
 		cancel()
 		if err != nil || len(addrs) == 0 {
 			k.log.Warn("cannot resolve target host; keeping previous addresses", "target", t.Name, "host", t.Host, "error", err)
-			next[t.Host] = k.resolved[t.Host]
+			prev, ok := k.resolved[t.Host]
+			if !ok {
+				// Just started: the previous addresses are those the last
+				// run left in the kernel, which a DNS outage must not drop
+				// (agents with egress: allow would reach the target direct).
+				prev = k.pinnedAddrs(t)
+			}
+			next[t.Host] = prev
 			continue
 		}
 		for i := range addrs {
@@ -153,6 +160,22 @@ func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) {
 	}
 	k.resolved = next
 	k.resolvedAt = time.Now()
+}
+
+// pinnedAddrs is what the kernel's targets map holds for t.
+func (k *kernelSync) pinnedAddrs(t policy.Target) []netip.Addr {
+	pinned, err := k.r.TargetAddrs()
+	if err != nil {
+		k.log.Warn("cannot read the kernel's targets", "error", err)
+		return nil
+	}
+	var out []netip.Addr
+	for _, ap := range pinned[redirect.TargetID(t.Name)] {
+		if ap.Port() == t.Port {
+			out = append(out, ap.Addr())
+		}
+	}
+	return out
 }
 
 func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
@@ -217,8 +240,7 @@ func sweepRecords(ctx context.Context, r *redirect.Redirector, srv *engine.Serve
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			owned := srv.RecordCookies()
-			n, err := r.Sweep(func(c uint64) bool { _, ok := owned[c]; return ok })
+			n, err := r.Sweep(srv.RecordCookies)
 			if err != nil {
 				log.Warn("sweeping redirect records failed", "error", err)
 			} else if n > 0 {

@@ -99,6 +99,7 @@ policy: policy.yaml
 state_dir: $WORK/state
 redirect:
   cgroup: /interlock-demo     # the demo intercepts only below this cgroup
+  guard_cgroup: /interlock-demo  # and guards the engine's ports only there (default: the whole host)
   pin_dir: $BPFFS/interlock
 metrics:
   listen: $METRICS

@@ -86,6 +86,7 @@ engine:
   shutdown_grace: 2s
 redirect:
   cgroup: %s
+  guard_cgroup: %s
   pin_dir: %s
   label_scan_interval: 200ms
 metrics:
@@ -94,7 +95,7 @@ api:
   socket: %s
 log:
   level: debug
-`, filepath.Join(d.Dir, "state"), FreePort(t), FreePort(t), cgroupRoot, pinDir, d.Metrics, d.Socket)
+`, filepath.Join(d.Dir, "state"), FreePort(t), FreePort(t), cgroupRoot, cgroupRoot, pinDir, d.Metrics, d.Socket)
 	if err := os.WriteFile(d.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
