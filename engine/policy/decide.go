@@ -142,12 +142,23 @@ func (p *Policy) DecideUnsureTx(op *Operation) Decision {
 	return Stricter(d, other)
 }
 
+// ConditionsOnTransaction reports whether any rule tests in_transaction:
+// only then can the transaction state change a decision.
+func (p *Policy) ConditionsOnTransaction() bool {
+	for _, r := range p.rules {
+		if r.when.inTransaction != unset {
+			return true
+		}
+	}
+	return false
+}
+
 // severity orders verdicts from the most permissive to the strictest.
 var severity = [...]int{VerdictAllow: 0, VerdictMask: 1, VerdictApprove: 2, VerdictBlock: 3}
 
 // Stricter returns the stricter of two decisions of the same policy: block
-// over approve over mask over allow. Of two mask or approve decisions, a's
-// rule decides and the masks of both apply.
+// over approve over mask over allow. When both are mask or approve, the
+// stricter (or a, when equal) decides and the masks of both apply.
 func Stricter(a, b Decision) Decision {
 	if a.Verdict >= verdictCount || b.Verdict >= verdictCount {
 		return Decision{Verdict: VerdictBlock, RuleID: RuleUnclassified}
@@ -155,7 +166,10 @@ func Stricter(a, b Decision) Decision {
 	if severity[b.Verdict] > severity[a.Verdict] {
 		a, b = b, a
 	}
-	if a.Verdict == b.Verdict && (a.Verdict == VerdictMask || a.Verdict == VerdictApprove) {
+	// An approved statement's results are still masked: whichever of
+	// mask and approve wins, the masks of both apply.
+	masked := func(v Verdict) bool { return v == VerdictMask || v == VerdictApprove }
+	if masked(a.Verdict) && masked(b.Verdict) {
 		for i := range a.masks {
 			a.masks[i] |= b.masks[i]
 		}

@@ -58,11 +58,17 @@ type session struct {
 	// extendedOpen: extended-protocol messages were forwarded since the
 	// last Sync; the server may be skipping to that Sync after an error.
 	extendedOpen bool
-	// executedSinceSync: an Execute was forwarded since the last Sync; it
-	// may have opened or ended a transaction block (see txCertain).
-	executedSinceSync bool
-	mu                sync.Mutex
-	pending           map[string]pendingRefusal // sentinel token → error for the agent
+	// The transaction state Executes since the last Sync leave: segTxKnown
+	// with segInTx after an executed BEGIN, COMMIT or ROLLBACK (on an
+	// error the server skips the rest of the segment, so what follows
+	// runs in that state or not at all); segUnsure after an Execute that
+	// may change it otherwise (CALL, DO, an unknown portal). See txCertain.
+	segTxKnown, segInTx, segUnsure bool
+	// portalTx is the transaction effect of each portal bound since the
+	// last Sync, by server-side name.
+	portalTx map[string]txEffect
+	mu       sync.Mutex
+	pending  map[string]pendingRefusal // sentinel token → error for the agent
 
 	txStatus atomic.Uint32 // last ReadyForQuery status from the server
 	// requests counts the requests (Query, Sync, FunctionCall) forwarded so
@@ -108,6 +114,43 @@ type parsedStmt struct {
 	// credits are the approvals not used yet.
 	gated   bool
 	credits int
+	// inTx and txSure are the transaction state the statement was decided
+	// under: a Bind in another state (a statement prepared inside a
+	// transaction block, run after its COMMIT) is decided again when a
+	// rule tests in_transaction.
+	inTx, txSure bool
+	tx           txEffect // what executing it does to the transaction state
+}
+
+// txEffect is what executing a statement does to the transaction state.
+type txEffect uint8
+
+const (
+	txKeeps   txEffect = iota // stays in or out of a block (SELECT, DML, SAVEPOINT, …)
+	txOpens                   // BEGIN, COMMIT/ROLLBACK AND CHAIN: in a block afterwards
+	txCloses                  // COMMIT, ROLLBACK, PREPARE TRANSACTION: out of a block afterwards
+	txUnknown                 // CALL, DO, unclassified: may commit or open anything
+)
+
+// txEffectOf is the effect of the (single, extended-protocol) statement cl.
+func txEffectOf(cl *Classification) txEffect {
+	if cl == nil || len(cl.Statements) != 1 {
+		return txUnknown
+	}
+	st := &cl.Statements[0]
+	switch st.TxControl.Kind {
+	case TxBegin:
+		return txOpens
+	case TxCommit, TxRollback, TxPrepare:
+		if st.TxControl.Chain {
+			return txOpens
+		}
+		return txCloses
+	}
+	if st.Op.Unclassified || st.Op.Action == policy.ActionCall || st.Op.Action == policy.ActionDo || st.Execute != "" {
+		return txUnknown
+	}
+	return txKeeps
 }
 
 func newSession(h *Handler, s *engine.Session, cc *clientConn, up *upstream, t *policy.Target) *session {
@@ -302,7 +345,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 				err = ss.beforeExecute(m)
 			}
 			if err == nil {
-				ss.executedSinceSync = true
+				ss.executed(m.Portal)
 				err = ss.forward(m)
 			}
 		case *pgproto3.CopyData:
@@ -310,7 +353,8 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Sync:
 			ss.syncs++
 			ss.extendedOpen = false
-			ss.executedSinceSync = false
+			ss.segTxKnown, ss.segUnsure = false, false
+			clear(ss.portalTx)
 			ss.requests.Add(1)
 			err = ss.forward(m)
 			flush = true
@@ -453,6 +497,26 @@ func (ss *session) takePending(msg string) *pgproto3.ErrorResponse {
 }
 
 func (ss *session) inTransaction() bool {
+	if ss.segTxKnown {
+		return ss.segInTx
+	}
 	st := byte(ss.txStatus.Load())
 	return st == 'T' || st == 'E'
+}
+
+// executed notes what the Execute of a portal (server-side name) does to
+// the transaction state of the rest of the segment.
+func (ss *session) executed(portal string) {
+	e, ok := ss.portalTx[portal]
+	if !ok {
+		e = txUnknown // a portal bound before the Sync, a SQL cursor
+	}
+	switch e {
+	case txOpens:
+		ss.segTxKnown, ss.segInTx = true, true
+	case txCloses:
+		ss.segTxKnown, ss.segInTx = true, false
+	case txUnknown:
+		ss.segUnsure = true
+	}
 }

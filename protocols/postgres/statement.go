@@ -49,12 +49,14 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	}
 	pol := ss.h.cfg.Policy()
 	roles := pol.AgentRoles(ss.s.Identity.Agent)
-	inTx := ss.inTransaction()
 	counted := int64(0) // a Query is counted in requests before it is decided
 	if path == PathSimple {
 		counted = 1
 	}
+	// Answered count first: the server side stores the status before it
+	// counts the answer, so a status read after "all answered" is current.
 	txSure := ss.txCertain(counted)
+	inTx := ss.inTransaction()
 	type decided struct {
 		op     policy.Operation
 		d      policy.Decision
@@ -358,13 +360,19 @@ func (ss *session) deallocateIsCertain(st *Statement, i, n int, path string) boo
 	return false
 }
 
-// txCertain reports whether the transaction status of the last
-// ReadyForQuery is the one the next statement runs under: no other request
-// is outstanding and nothing was executed since the last Sync (either
-// could open or end a transaction block first). counted is 1 when the
-// current request (Query, FunctionCall) is already counted in requests.
+// txCertain reports whether inTransaction is the state the next statement
+// runs under: no other request is outstanding, and what was executed since
+// the last Sync either left the state alone or set it for certain (a
+// BEGIN, a COMMIT). counted is 1 when the current request (Query,
+// FunctionCall) is already counted in requests.
 func (ss *session) txCertain(counted int64) bool {
-	return ss.inFlight() == counted && !ss.executedSinceSync
+	if ss.segUnsure {
+		return false
+	}
+	// After an executed BEGIN or COMMIT in this segment the state is
+	// known whatever the earlier requests do: their answers come first,
+	// and the segment runs after them (or not at all).
+	return ss.segTxKnown || ss.inFlight() == counted
 }
 
 // decideOp asks the policy about op; when the transaction status is not
@@ -586,7 +594,9 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		return ss.forward(&pgproto3.Parse{Name: upstream, Query: ss.block(e)})
 	}
 	pol := ss.h.cfg.Policy()
-	d, _ := ss.decide(ctx, m.Query, PathExtended)
+	txSure := ss.txCertain(0) // what decide uses
+	inTx := ss.inTransaction()
+	d, cl := ss.decide(ctx, m.Query, PathExtended)
 	if d.terminate != nil {
 		return ss.terminate(d.terminate)
 	}
@@ -602,6 +612,7 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 	}
 	ps := parsedFrom(d, m.Query, pol)
 	ps.syncs, ps.done, ps.upstream = ss.syncs, new(atomic.Bool), upstream
+	ps.inTx, ps.txSure, ps.tx = inTx, txSure, txEffectOf(cl)
 	ss.parsed[m.Name] = ps
 	query := m.Query
 	if d.rewrite != "" {
@@ -622,10 +633,19 @@ func parsedFrom(d decision, query string, pol *policy.Policy) parsedStmt {
 }
 
 // redecide checks a prepared statement again under the policy in force,
-// when it was parsed under an older one.
+// when it was parsed under an older one, or in another transaction state
+// than now and a rule tests in_transaction.
 func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (parsedStmt, error) {
 	pol := ss.h.cfg.Policy()
-	if p.blocked != nil || p.pol == nil || p.pol == pol {
+	if p.blocked != nil || p.pol == nil {
+		return p, nil
+	}
+	txMoved := false
+	if pol.ConditionsOnTransaction() {
+		sure := ss.txCertain(0)
+		txMoved = !(p.txSure && sure && p.inTx == ss.inTransaction())
+	}
+	if p.pol == pol && !txMoved {
 		return p, nil
 	}
 	if !p.known(ss.syncs) {
@@ -637,8 +657,12 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 		ss.parsed[name] = p
 		return p, nil
 	}
-	ss.s.Log.Info("policy reloaded since the statement was prepared; deciding it again", "statement", name)
-	d, _ := ss.decide(ctx, p.query, PathExtended)
+	if p.pol != pol {
+		ss.s.Log.Info("policy reloaded since the statement was prepared; deciding it again", "statement", name)
+	}
+	txSure := ss.txCertain(0)
+	inTx := ss.inTransaction()
+	d, cl := ss.decide(ctx, p.query, PathExtended)
 	if d.terminate != nil {
 		return p, ss.terminate(d.terminate)
 	}
@@ -649,6 +673,7 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 		p = parsedStmt{blocked: d.refuse}
 	} else {
 		p = parsedFrom(d, p.query, pol)
+		p.inTx, p.txSure, p.tx = inTx, txSure, txEffectOf(cl)
 	}
 	p.syncs, p.done, p.upstream = syncs, done, upstream
 	ss.parsed[name] = p
@@ -695,6 +720,15 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 		if p, err = ss.redecide(ctx, m.PreparedStatement, p); err != nil {
 			return err
 		}
+	}
+	// What executing the portal does to the transaction state (a refused
+	// Bind fails, and the server skips the rest of the segment).
+	if ss.portalTx == nil {
+		ss.portalTx = map[string]txEffect{}
+	}
+	ss.portalTx[m.DestinationPortal] = txKeeps
+	if ok && p.blocked == nil {
+		ss.portalTx[m.DestinationPortal] = p.tx
 	}
 	if ss.ms != nil {
 		// The portal's results are masked like its statement's, when
@@ -758,8 +792,9 @@ func (ss *session) bindSQLPrepared(name string, sp sqlPrepared) *pgproto3.ErrorR
 	// read what no mask covers.
 	op.Objects = catalogReads(slices.Clone(sp.op.Objects))
 	op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, pol.AgentRoles(ss.s.Identity.Agent)
+	sure := ss.txCertain(0)
 	op.Attrs.InTransaction = ss.inTransaction()
-	d := ss.decideOp(pol, &op, ss.txCertain(0))
+	d := ss.decideOp(pol, &op, sure)
 	if d.Verdict == policy.VerdictApprove {
 		return refusal(fmt.Sprintf("prepared statement %q needs a human approval (rule %s): run it with EXECUTE", name, d.RuleID), d.RuleID)
 	}
@@ -793,8 +828,9 @@ func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) e
 		Roles: pol.AgentRoles(ss.s.Identity.Agent), Action: policy.ActionExecute,
 		Objects: []policy.Object{{Kind: policy.KindFunction, Name: "fastpath." + strconv.FormatUint(uint64(m.Function), 10), Action: policy.ActionExecute}},
 	}
+	sure := ss.txCertain(1)
 	op.Attrs.InTransaction = ss.inTransaction()
-	d := ss.decideOp(pol, &op, ss.txCertain(1))
+	d := ss.decideOp(pol, &op, sure)
 	refuse := ss.verdict(&d)
 	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil, Notify: ss.notice}
 	if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {
