@@ -335,6 +335,9 @@ func TestPrivilegedAttackUpgradeFailsOpen(t *testing.T) {
 	}
 	defer r.Close()
 	t.Logf("install log:\n%s", logBuf.String())
+	if v, err := r.Verdicts(); err != nil || v["engine_bind_denied"] != 0 {
+		t.Errorf("after the upgrade engine_bind_denied = %d (%v), want 0: the slot held the old record_rekeyed count", v["engine_bind_denied"], err)
+	}
 	res := harness.Dial(t, agentCg, "tcp4", target.String())
 	if res.Reply == "direct\n" {
 		t.Errorf("FAIL OPEN: between Install and the first Apply of an upgrade from e89f5f5 the agent reached the target directly (pinned maps recreated empty: %v)",

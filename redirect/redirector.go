@@ -211,8 +211,22 @@ func (r *Redirector) Attach() error {
 	// Earlier versions re-keyed records in a sockops program; once the
 	// other hooks run this version's programs, drop it and its map.
 	for _, old := range []string{"link_sockops", "conn_by_peer"} {
-		if err := os.Remove(filepath.Join(r.cfg.PinDir, old)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := os.Remove(filepath.Join(r.cfg.PinDir, old))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("remove %s left by an earlier version: %w", old, err)
+		}
+		if old == "link_sockops" {
+			// Its counters' slots are engine_bind_denied and a reserved
+			// one now: start them from zero.
+			zero := make([]uint64, ebpf.MustPossibleCPU())
+			for _, slot := range []uint32{5, 6} {
+				if err := r.objs.Verdicts.Put(slot, zero); err != nil {
+					return kernelHint("reset verdict counters", err)
+				}
+			}
 		}
 	}
 	return nil
