@@ -136,3 +136,21 @@ roles:
 		t.Errorf("FAIL OPEN (after Attach): egress: allow agent reaches the DNS-named target directly while DNS is down: %+v", res)
 	}
 }
+
+func TestPortListed(t *testing.T) {
+	for _, c := range []struct {
+		list string
+		port int
+		want bool
+	}{
+		{"", 15001, false},
+		{"15001", 15001, true},
+		{"8080,15000-15010", 15001, true},
+		{"8080,15002-15010", 15001, false},
+		{" 15001 , 9", 9, true},
+	} {
+		if got := portListed(c.list, c.port); got != c.want {
+			t.Errorf("portListed(%q, %d) = %v, want %v", c.list, c.port, got, c.want)
+		}
+	}
+}

@@ -142,6 +142,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	p4, p6 := srv.Ports()
+	warnEphemeralPorts(log, p4, p6)
 
 	var metricsLn net.Listener
 	var enginePorts []uint16

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -248,4 +250,48 @@ func sweepRecords(ctx context.Context, r *redirect.Redirector, srv *engine.Serve
 			}
 		}
 	}
+}
+
+// warnEphemeralPorts warns when an engine port lies in the kernel's
+// ephemeral range and is not reserved: listen() on a socket that was never
+// bound takes a port from that range without any bind hook, so while the
+// daemon is down another process could get the engine's port that way.
+func warnEphemeralPorts(log *slog.Logger, ports ...uint16) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return
+	}
+	reserved, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
+	for _, p := range ports {
+		if int(p) < lo || int(p) > hi || portListed(strings.TrimSpace(string(reserved)), int(p)) {
+			continue
+		}
+		log.Warn("an engine port lies in net.ipv4.ip_local_port_range: while the daemon is down, a process could get it by listen() without bind(); add it to net.ipv4.ip_local_reserved_ports or move the port",
+			"port", p, "range", fmt.Sprintf("%d-%d", lo, hi))
+	}
+}
+
+// portListed reports whether a port is in a list like "8080,15000-15010".
+func portListed(list string, port int) bool {
+	for _, part := range strings.Split(list, ",") {
+		a, b, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		lo, err := strconv.Atoi(a)
+		if err != nil {
+			continue
+		}
+		hi := lo
+		if isRange {
+			if hi, err = strconv.Atoi(b); err != nil {
+				continue
+			}
+		}
+		if port >= lo && port <= hi {
+			return true
+		}
+	}
+	return false
 }

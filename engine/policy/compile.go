@@ -42,6 +42,9 @@ func compile(d *decoder, p *Policy) {
 			continue
 		}
 		p.ruleID[r.id] = r
+		if r.when.inTransaction != unset {
+			p.condTx = true
+		}
 		if r.decision == VerdictMask {
 			if len(p.maskRules) == maxMaskRules {
 				d.errorAt(r.line, "rule %s: more than %d mask rules", r.id, maxMaskRules)

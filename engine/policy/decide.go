@@ -144,14 +144,7 @@ func (p *Policy) DecideUnsureTx(op *Operation) Decision {
 
 // ConditionsOnTransaction reports whether any rule tests in_transaction:
 // only then can the transaction state change a decision.
-func (p *Policy) ConditionsOnTransaction() bool {
-	for _, r := range p.rules {
-		if r.when.inTransaction != unset {
-			return true
-		}
-	}
-	return false
-}
+func (p *Policy) ConditionsOnTransaction() bool { return p.condTx }
 
 // severity orders verdicts from the most permissive to the strictest.
 var severity = [...]int{VerdictAllow: 0, VerdictMask: 1, VerdictApprove: 2, VerdictBlock: 3}

@@ -43,6 +43,8 @@ type Policy struct {
 
 	maskRules []*rule // rules with decision mask, by mask bit
 	maskCache sync.Map
+
+	condTx bool // some rule tests in_transaction (ConditionsOnTransaction)
 }
 
 // Agent is a workload whose connections Interlock intercepts, identified by

@@ -32,3 +32,21 @@ roles:
 		t.Errorf("unsure transaction state: %s by %s with mask %+v: the in-transaction decision's email mask is dropped (approved, the statement may run in the transaction and return emails unmasked)", d.Verdict, d.RuleID, m)
 	}
 }
+
+func TestConditionsOnTransaction(t *testing.T) {
+	if p := mustParse(t, testPolicy); !p.ConditionsOnTransaction() {
+		t.Error("a policy with an in_transaction condition: ConditionsOnTransaction = false")
+	}
+	p := mustParse(t, `
+version: 1
+targets: [{name: db, protocol: postgres, address: "127.0.0.1:5432", auth: passthrough}]
+agents: [{name: a, roles: [r]}]
+roles:
+  - name: r
+    rules:
+      - {id: del, actions: [delete], when: {has_where: true}, decision: allow}
+`)
+	if p.ConditionsOnTransaction() {
+		t.Error("a policy without in_transaction conditions: ConditionsOnTransaction = true")
+	}
+}
