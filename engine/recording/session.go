@@ -221,6 +221,19 @@ func (l *SessionLog) Withdrawn(n int, code, message string) {
 	l.r.Enqueue(TypeResult, l.ID, &Result{N: n, Code: code, Message: message, Refused: true})
 }
 
+// Unpend stops statement n from waiting for a result (a later record
+// stands for its execution), without recording anything.
+func (l *SessionLog) Unpend(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, p := range l.pending {
+		if p.n == n {
+			l.pending = append(l.pending[:i], l.pending[i+1:]...)
+			return
+		}
+	}
+}
+
 // Refusing notes that statement n, recorded as forwarded, is refused
 // after all by a later stage (an approval denied): the refusal that
 // arrives as its result is recorded as Interlock's (Result.Refused).

@@ -94,6 +94,15 @@ type Withdrawer interface {
 	Withdrawn(s *engine.Session, ev *StatementEvent, why string)
 }
 
+// Superseder is implemented by observers that pair results with the
+// statements they heard (the recording stage). A prepared statement
+// decided again at a Bind is heard again; the next execution's result
+// belongs to that decision, so the earlier one (recordN from its
+// StatementEvent) no longer waits for it.
+type Superseder interface {
+	Superseded(s *engine.Session, recordN int)
+}
+
 // ConnObserver is implemented by observers that note the session's
 // handshake (the recording stage); the session calls Connected once, after
 // the handshake with both sides and before the first statement.

@@ -73,6 +73,15 @@ func (os Observers) Withdrawn(s *engine.Session, ev *StatementEvent, why string)
 	}
 }
 
+// Superseded implements Superseder for the observers that do.
+func (os Observers) Superseded(s *engine.Session, recordN int) {
+	for _, o := range os {
+		if sp, ok := o.(Superseder); ok {
+			sp.Superseded(s, recordN)
+		}
+	}
+}
+
 // Connected implements ConnObserver for the observers that do.
 func (os Observers) Connected(s *engine.Session, c *ConnEvent) {
 	for _, o := range os {

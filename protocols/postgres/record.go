@@ -79,6 +79,13 @@ func (o *Recorder) Withdrawn(s *engine.Session, ev *StatementEvent, why string) 
 	l.Withdrawn(ev.recordN, "42501", why)
 }
 
+// Superseded implements Superseder.
+func (o *Recorder) Superseded(s *engine.Session, recordN int) {
+	if l, err := o.rec.Session(s); err == nil {
+		l.Unpend(recordN)
+	}
+}
+
 // Connected implements ConnObserver.
 func (o *Recorder) Connected(s *engine.Session, c *ConnEvent) {
 	if l, err := o.rec.Session(s); err == nil {

@@ -64,9 +64,10 @@ type session struct {
 	// runs in that state or not at all); segUnsure after an Execute that
 	// may change it otherwise (CALL, DO, an unknown portal). See txCertain.
 	segTxKnown, segInTx, segUnsure bool
-	// portalTx is the transaction effect of each portal bound since the
-	// last Sync, by server-side name.
-	portalTx map[string]txEffect
+	// portalTx is, for each portal bound since the last Sync (by
+	// server-side name), its transaction effect and the state it was
+	// decided in.
+	portalTx map[string]portalTx
 	mu       sync.Mutex
 	pending  map[string]pendingRefusal // sentinel token → error for the agent
 
@@ -120,6 +121,13 @@ type parsedStmt struct {
 	// rule tests in_transaction.
 	inTx, txSure bool
 	tx           txEffect // what executing it does to the transaction state
+	recordN      int      // its statement record, see Superseder
+}
+
+// portalTx is what the transaction tracking knows of a bound portal.
+type portalTx struct {
+	effect       txEffect
+	inTx, txSure bool // the state at its Bind, which its decision is for
 }
 
 // txEffect is what executing a statement does to the transaction state.
@@ -312,6 +320,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			ss.inRequest = true
 			err = ss.query(ctx, m)
 			ss.inRequest = false
+			ss.queryInSegment()
 			flush = true
 		case *pgproto3.Parse:
 			ss.extendedOpen = true
@@ -341,6 +350,13 @@ func (ss *session) clientLoop(ctx context.Context) error {
 		case *pgproto3.Execute:
 			ss.extendedOpen = true
 			m.Portal = ss.portalName(m.Portal)
+			if e := ss.txMovedSinceBind(m.Portal); e != nil {
+				// In place of the Execute, a message the server fails:
+				// it skips the rest of the segment, as for any error.
+				ss.segUnsure = true
+				err = ss.forward(&pgproto3.Parse{Query: ss.block(e)})
+				break
+			}
 			if ss.ms != nil {
 				err = ss.beforeExecute(m)
 			}
@@ -366,6 +382,7 @@ func (ss *session) clientLoop(ctx context.Context) error {
 			ss.inRequest = true
 			err = ss.functionCall(ctx, m)
 			ss.inRequest = false
+			ss.queryInSegment()
 			flush = true
 		case *pgproto3.Terminate:
 			ss.forward(m)
@@ -504,10 +521,37 @@ func (ss *session) inTransaction() bool {
 	return st == 'T' || st == 'E'
 }
 
+// queryInSegment: a simple Query or FunctionCall sent inside an open
+// extended-protocol segment runs at once, before the rest of the segment,
+// and may open or end a transaction block: what follows in the segment is
+// unsure until the Sync.
+func (ss *session) queryInSegment() {
+	if ss.extendedOpen {
+		ss.segUnsure = true
+	}
+}
+
+// txMovedSinceBind refuses the Execute of a portal bound in another
+// transaction state than now (a portal bound before an executed BEGIN of
+// the same segment), when a rule tests in_transaction: its statement was
+// decided for the state at its Bind.
+func (ss *session) txMovedSinceBind(portal string) *pgproto3.ErrorResponse {
+	pt, ok := ss.portalTx[portal]
+	if !ok || !ss.h.cfg.Policy().ConditionsOnTransaction() {
+		return nil
+	}
+	sure := ss.txCertain(0)
+	if pt.txSure && sure && pt.inTx == ss.inTransaction() {
+		return nil
+	}
+	return refusal("the transaction state changed between this portal's Bind and its Execute, and the policy decides by it: bind the statement after the BEGIN or COMMIT", "")
+}
+
 // executed notes what the Execute of a portal (server-side name) does to
 // the transaction state of the rest of the segment.
 func (ss *session) executed(portal string) {
-	e, ok := ss.portalTx[portal]
+	pt, ok := ss.portalTx[portal]
+	e := pt.effect
 	if !ok {
 		e = txUnknown // a portal bound before the Sync, a SQL cursor
 	}

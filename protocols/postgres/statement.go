@@ -37,6 +37,9 @@ type decision struct {
 	// approved: a statement needed a human approval and got it (it covers
 	// one execution).
 	approved bool
+	// recordN is the recording's number for a single statement (0: not
+	// recorded), see Superseder.
+	recordN int
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -242,6 +245,9 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		} else {
 			ss.s.Log.Debug("statement decided", "path", path, "verdict", ds[i].d.Verdict, "rule", ds[i].d.RuleID, "forwarded", out.refuse == nil)
 		}
+	}
+	if len(evs) == 1 {
+		out.recordN = evs[0].recordN
 	}
 	if out.refuse == nil && mask != nil {
 		for _, spec := range specs {
@@ -612,7 +618,7 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 	}
 	ps := parsedFrom(d, m.Query, pol)
 	ps.syncs, ps.done, ps.upstream = ss.syncs, new(atomic.Bool), upstream
-	ps.inTx, ps.txSure, ps.tx = inTx, txSure, txEffectOf(cl)
+	ps.inTx, ps.txSure, ps.tx, ps.recordN = inTx, txSure, txEffectOf(cl), d.recordN
 	ss.parsed[m.Name] = ps
 	query := m.Query
 	if d.rewrite != "" {
@@ -660,6 +666,11 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 	if p.pol != pol {
 		ss.s.Log.Info("policy reloaded since the statement was prepared; deciding it again", "statement", name)
 	}
+	if sup, ok := ss.h.cfg.Observer.(Superseder); ok && p.recordN != 0 {
+		// This execution is the new decision's: the Parse's record must
+		// not wait for its result any more.
+		sup.Superseded(ss.s, p.recordN)
+	}
 	txSure := ss.txCertain(0)
 	inTx := ss.inTransaction()
 	d, cl := ss.decide(ctx, p.query, PathExtended)
@@ -673,7 +684,7 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 		p = parsedStmt{blocked: d.refuse}
 	} else {
 		p = parsedFrom(d, p.query, pol)
-		p.inTx, p.txSure, p.tx = inTx, txSure, txEffectOf(cl)
+		p.inTx, p.txSure, p.tx, p.recordN = inTx, txSure, txEffectOf(cl), d.recordN
 	}
 	p.syncs, p.done, p.upstream = syncs, done, upstream
 	ss.parsed[name] = p
@@ -724,12 +735,14 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	// What executing the portal does to the transaction state (a refused
 	// Bind fails, and the server skips the rest of the segment).
 	if ss.portalTx == nil {
-		ss.portalTx = map[string]txEffect{}
+		ss.portalTx = map[string]portalTx{}
 	}
-	ss.portalTx[m.DestinationPortal] = txKeeps
+	pt := portalTx{effect: txKeeps, txSure: ss.txCertain(0)}
+	pt.inTx = ss.inTransaction()
 	if ok && p.blocked == nil {
-		ss.portalTx[m.DestinationPortal] = p.tx
+		pt.effect = p.tx
 	}
+	ss.portalTx[m.DestinationPortal] = pt
 	if ss.ms != nil {
 		// The portal's results are masked like its statement's, when
 		// Interlock knows which statement the server holds by that name.
