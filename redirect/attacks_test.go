@@ -674,6 +674,7 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 	cg := f.labelAgent(t, "agents/a", "analyst")
 	plain := f.cg.Mkdir(t, "plain")
 	f.apply(t)
+	engineCg := f.claimFor(t, "engine")
 	f.r.Close()
 	f.eng.close() // daemon stopped
 	engineAddr := fmt.Sprintf("127.0.0.1:%d", f.eng.port4)
@@ -692,10 +693,15 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 		t.Errorf("engine down: agent's target connection = %+v, want connection refused", res)
 	}
 	// Nor with the engine's mark: CAP_NET_RAW suffices to set one. Only
-	// the engine's cgroup (this test process's, claimed at Load) may.
+	// the engine's cgroup may.
 	cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "ZZ_ADDR="+engineAddr, "ZZ_MARK=0x494c")
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("listening on the engine's port with the engine's mark from another cgroup: %q %v, want EPERM", out, err)
+	}
+	cmd = harness.Command(t, engineCg, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "ZZ_ADDR="+engineAddr)
+	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "ok") {
+		t.Errorf("listening on the engine's port from the engine's cgroup: %q %v", out, err)
 	}
 }

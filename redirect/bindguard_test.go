@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/engine"
@@ -167,6 +168,7 @@ func TestPrivilegedGuardMarkWithCapNetRawOnly(t *testing.T) {
 	agent := f.labelAgent(t, "agents/a", "analyst")
 	plain := f.cg.Mkdir(t, "plain")
 	f.apply(t)
+	f.claimFor(t, "engine")
 	f.r.Close()
 	f.eng.close()
 	// A copy of the test binary that uid 65534 may execute.
@@ -328,5 +330,32 @@ func TestPrivilegedGuardOutsideTheAttachSubtree(t *testing.T) {
 	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", fmt.Sprintf("ZZ_ADDR=127.0.0.1:%d", eng.port4))
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("a process outside the attach subtree listening on the engine's port: %q %v, want EPERM", out, err)
+	}
+}
+
+// TestPrivilegedGuardNeverClaimsTheRootCgroup: every process not put in a
+// cgroup is in the root cgroup; claiming it would let all of them bind
+// the engine's ports. A daemon there claims nothing (the mark stands in).
+func TestPrivilegedGuardNeverClaimsTheRootCgroup(t *testing.T) {
+	f := setup(t)
+	m, err := ebpf.LoadPinnedMap(filepath.Join(f.pinDir, "engine_cgroup"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var claimed uint64
+	if err := m.Lookup(uint32(0), &claimed); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := redirect.CgroupOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := redirect.CgroupID(filepath.Join(f.cg.Mount, rel))
+	switch {
+	case rel == "/" && claimed != 0:
+		t.Errorf("a daemon in the root cgroup claimed cgroup %d for the engine's ports", claimed)
+	case rel != "/" && claimed != own:
+		t.Errorf("claimed cgroup %d, want the daemon's own %d (%s)", claimed, own, rel)
 	}
 }

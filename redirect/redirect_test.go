@@ -558,3 +558,24 @@ func TestPrivilegedIncompatibleMapRecreatedAlone(t *testing.T) {
 		t.Fatalf("after Attach: agent reached %q (err %q), want the engine", res.Reply, res.Err)
 	}
 }
+
+// claimFor writes a cgroup of the test's subtree as the engine's into the
+// pinned engine_cgroup map, as a daemon running in its own cgroup does
+// (this test process may run in the root cgroup, which is never claimed).
+func (f *fixture) claimFor(t *testing.T, rel string) string {
+	t.Helper()
+	p := f.cg.Mkdir(t, rel)
+	id, err := redirect.CgroupID(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(f.pinDir, "engine_cgroup"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Put(uint32(0), id); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -139,7 +140,9 @@ func Load(cfg Config) (*Redirector, error) {
 		diag.Close()
 		return nil, err
 	}
-	if err := r.claim(); err != nil {
+	if err := r.claim(); errors.Is(err, ErrSharedCgroup) {
+		cfg.Log.Warn("engine port guard", "error", err)
+	} else if err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -157,6 +160,11 @@ func Load(cfg Config) (*Redirector, error) {
 // the engine's ports, in the pinned map that programs of an earlier run
 // check (nothing pinned: nothing to do). The daemon calls it before it
 // listens; Load does it again for the map it loads.
+//
+// The root cgroup is never claimed: every process that was not put in a
+// cgroup is there. The guard then falls back to the engine's mark, which
+// CAP_NET_RAW can set; ErrSharedCgroup says so, and also when other
+// processes share the engine's cgroup. The daemon logs it and goes on.
 func ClaimEnginePorts(pinDir, mount string) error {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "engine_cgroup"), nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -166,14 +174,33 @@ func ClaimEnginePorts(pinDir, mount string) error {
 		return kernelHint("open the pinned engine_cgroup map", err)
 	}
 	defer m.Close()
-	id, err := ownCgroupID(mount)
+	return claimIn(m, mount)
+}
+
+// ErrSharedCgroup: the bind guard is weaker than it could be (see
+// ClaimEnginePorts).
+var ErrSharedCgroup = errors.New("the daemon does not run in a cgroup of its own")
+
+func claimIn(m *ebpf.Map, mount string) error {
+	rel, err := CgroupOf(os.Getpid())
 	if err != nil {
 		return err
+	}
+	abs := filepath.Join(mount, rel)
+	id, err := CgroupID(abs)
+	if err != nil {
+		return err
+	}
+	var warn error
+	if rel == "/" || id == 1 {
+		id, warn = 0, fmt.Errorf("%w: it runs in the root cgroup, so only the engine's mark (which CAP_NET_RAW can set) keeps others off its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup)
+	} else if procs, err := os.ReadFile(filepath.Join(abs, "cgroup.procs")); err == nil && len(strings.Fields(string(procs))) > 1 {
+		warn = fmt.Errorf("%w: other processes share its cgroup %s and may bind its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup, rel)
 	}
 	if err := m.Put(uint32(0), id); err != nil {
 		return kernelHint("claim the engine's ports", err)
 	}
-	return nil
+	return warn
 }
 
 func (r *Redirector) claim() error {
@@ -181,22 +208,7 @@ func (r *Redirector) claim() error {
 	if err != nil {
 		return err
 	}
-	id, err := ownCgroupID(mount)
-	if err != nil {
-		return err
-	}
-	if err := r.objs.EngineCgroup.Put(uint32(0), id); err != nil {
-		return kernelHint("claim the engine's ports", err)
-	}
-	return nil
-}
-
-func ownCgroupID(mount string) (uint64, error) {
-	rel, err := CgroupOf(os.Getpid())
-	if err != nil {
-		return 0, err
-	}
-	return CgroupID(filepath.Join(mount, rel))
+	return claimIn(r.objs.EngineCgroup, mount)
 }
 
 // Attach converges every hook to this process's programs: it updates each

@@ -79,7 +79,9 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	}
 	// Pinned programs from an earlier run let only the engine's cgroup
 	// bind its ports: tell them which one that is now, before any listener.
-	if err := redirect.ClaimEnginePorts(cfg.Redirect.PinDir, mount); err != nil {
+	if err := redirect.ClaimEnginePorts(cfg.Redirect.PinDir, mount); errors.Is(err, redirect.ErrSharedCgroup) {
+		log.Warn("engine port guard", "error", err)
+	} else if err != nil {
 		return err
 	}
 
