@@ -353,9 +353,9 @@ func TestPrivilegedGuardNeverClaimsTheRootCgroup(t *testing.T) {
 	}
 	own, _ := redirect.CgroupID(filepath.Join(f.cg.Mount, rel))
 	switch {
-	case rel == "/" && claimed != 0:
+	case own == 1 && claimed != 0:
 		t.Errorf("a daemon in the root cgroup claimed cgroup %d for the engine's ports", claimed)
-	case rel != "/" && claimed != own:
+	case own != 1 && claimed != own:
 		t.Errorf("claimed cgroup %d, want the daemon's own %d (%s)", claimed, own, rel)
 	}
 }

@@ -192,7 +192,7 @@ func claimIn(m *ebpf.Map, mount string) error {
 		return err
 	}
 	var warn error
-	if rel == "/" || id == 1 {
+	if id == 1 { // the real root (in a cgroup namespace "/" is the container's own)
 		id, warn = 0, fmt.Errorf("%w: it runs in the root cgroup, so only the engine's mark (which CAP_NET_RAW can set) keeps others off its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup)
 	} else if procs, err := os.ReadFile(filepath.Join(abs, "cgroup.procs")); err == nil && len(strings.Fields(string(procs))) > 1 {
 		warn = fmt.Errorf("%w: other processes share its cgroup %s and may bind its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup, rel)
