@@ -58,7 +58,12 @@ func (k *kernelSync) tick(ctx context.Context) error {
 	labels = append(labels, redirect.StaticLabels(k.mount, static)...)
 
 	if time.Since(k.resolvedAt) > k.resolveEvery || k.resolved == nil || k.needsResolve(p) {
-		k.resolve(ctx, p)
+		if err := k.resolve(ctx, p); err != nil {
+			// Without the addresses the kernel holds, a failed lookup
+			// would remove them: agents with egress: allow would reach
+			// the target direct. Keep the kernel as it is.
+			return err
+		}
 	}
 
 	st := redirect.State{
@@ -134,7 +139,7 @@ func (k *kernelSync) needsResolve(p *policy.Policy) bool {
 
 // resolve looks up targets given by DNS name. A failed lookup keeps the
 // previous addresses: a DNS hiccup must not open (or close) a target.
-func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) {
+func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) error {
 	next := map[string][]netip.Addr{}
 	for _, t := range p.Targets() {
 		if t.IP.IsValid() {
@@ -150,7 +155,10 @@ func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) {
 				// Just started: the previous addresses are those the last
 				// run left in the kernel, which a DNS outage must not drop
 				// (agents with egress: allow would reach the target direct).
-				prev = k.pinnedAddrs(t)
+				var perr error
+				if prev, perr = k.pinnedAddrs(t); perr != nil {
+					return perr
+				}
 			}
 			next[t.Host] = prev
 			continue
@@ -162,14 +170,14 @@ func (k *kernelSync) resolve(ctx context.Context, p *policy.Policy) {
 	}
 	k.resolved = next
 	k.resolvedAt = time.Now()
+	return nil
 }
 
 // pinnedAddrs is what the kernel's targets map holds for t.
-func (k *kernelSync) pinnedAddrs(t policy.Target) []netip.Addr {
+func (k *kernelSync) pinnedAddrs(t policy.Target) ([]netip.Addr, error) {
 	pinned, err := k.r.TargetAddrs()
 	if err != nil {
-		k.log.Warn("cannot read the kernel's targets", "error", err)
-		return nil
+		return nil, fmt.Errorf("target %s: its host does not resolve and the kernel's addresses cannot be read: %w", t.Name, err)
 	}
 	var out []netip.Addr
 	for _, ap := range pinned[redirect.TargetID(t.Name)] {
@@ -177,7 +185,7 @@ func (k *kernelSync) pinnedAddrs(t policy.Target) []netip.Addr {
 			out = append(out, ap.Addr())
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
