@@ -20,7 +20,43 @@ func TestMain(m *testing.M) {
 	harness.MaybeDial()
 	harness.MaybePgx()
 	maybeAttackChild()
+	maybeListenChild()
 	os.Exit(m.Run())
+}
+
+const listenEnv = "INTERLOCK_E2E_LISTEN"
+
+// maybeListenChild: a process that tries to listen on an address and says
+// how it went.
+func maybeListenChild() {
+	addr := os.Getenv(listenEnv)
+	if addr == "" {
+		return
+	}
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(0)
+	}
+	ln.Close()
+	fmt.Println("ok")
+	os.Exit(0)
+}
+
+// engineAddr is the daemon's IPv4 listener address, from its config.
+func engineAddr(t *testing.T, d *harness.Daemon) string {
+	t.Helper()
+	b, err := os.ReadFile(d.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "listen4:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no engine.listen4 in the daemon's config")
+	return ""
 }
 
 // peerEcho is a target that tells each client the address it saw. An agent
@@ -426,6 +462,13 @@ func TestFailClosed(t *testing.T) {
 	}
 	if out, _ := e.d.CLI("status"); !strings.Contains(out, "not running") || !strings.Contains(out, "refused until the daemon runs again") {
 		t.Errorf("status with the engine down:\n%s", out)
+	}
+	// Nobody else may take the engine's port meanwhile, and receive the
+	// agents' connections; the daemon's own cgroup binds it again below.
+	cmd := harness.Command(t, e.cg.Mkdir(t, "squatter"), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), listenEnv+"="+engineAddr(t, e.d))
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
+		t.Errorf("a non-agent listening on the engine's port while the daemon is down: %q %v, want EPERM", out, err)
 	}
 	e.d.Start()
 	time.Sleep(500 * time.Millisecond)

@@ -63,6 +63,9 @@ type Daemon struct {
 	Socket     string
 	Metrics    string // host:port
 	Cgroup     string // attach cgroup (absolute)
+	// Own is the daemon's own cgroup, below Cgroup: like a systemd unit's,
+	// it is what the bind guard lets bind the engine's ports.
+	Own string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -73,7 +76,10 @@ type Daemon struct {
 // given policy, without starting it.
 func NewDaemon(t testing.TB, cgroupRoot, pinDir, policy string) *Daemon {
 	t.Helper()
-	d := &Daemon{t: t, Bin: Binary(t), Dir: t.TempDir(), PinDir: pinDir, Cgroup: cgroupRoot}
+	d := &Daemon{t: t, Bin: Binary(t), Dir: t.TempDir(), PinDir: pinDir, Cgroup: cgroupRoot, Own: filepath.Join(cgroupRoot, "interlock-daemon")}
+	if err := os.Mkdir(d.Own, 0o755); err != nil && !os.IsExist(err) {
+		t.Fatalf("daemon cgroup: %v", err)
+	}
 	d.ConfigPath = filepath.Join(d.Dir, "interlock.yaml")
 	d.PolicyPath = filepath.Join(d.Dir, "policy.yaml")
 	d.Socket = filepath.Join(d.Dir, "interlock.sock")
@@ -125,7 +131,15 @@ func (d *Daemon) Start() {
 	if d.logs == nil {
 		d.logs = &SyncBuffer{}
 	}
+	// Started straight into its own cgroup, as systemd starts a unit.
+	fd, err := syscall.Open(d.Own, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		d.mu.Unlock()
+		d.t.Fatalf("open daemon cgroup %s: %v", d.Own, err)
+	}
+	defer syscall.Close(fd)
 	cmd := exec.Command(d.Bin, "--config", d.ConfigPath, "run")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	cmd.Stdout = d.logs
 	cmd.Stderr = d.logs
 	if err := cmd.Start(); err != nil {
