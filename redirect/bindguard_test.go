@@ -26,28 +26,32 @@ import (
 	"github.com/interlockhq/interlock/test/harness"
 )
 
-const review2Env = "INTERLOCK_REDIRECT_GUARD"
+const guardEnv = "INTERLOCK_REDIRECT_GUARD"
 
 func init() {
-	switch os.Getenv(review2Env) {
+	switch os.Getenv(guardEnv) {
 	case "":
 		return
 	case "squat":
-		review2Squat()
+		guardChildSquat()
 	case "agentdial":
-		review2AgentDial()
+		guardChildAgentDial()
 	case "enginelisten":
-		review2EngineListen()
+		guardChildEngineListen()
 	case "bindvariants":
-		review2BindVariants()
+		guardChildBindVariants()
+	case "owncgroup":
+		own, err := redirect.OwnCgroup()
+		self, _ := redirect.CgroupOf(os.Getpid())
+		fmt.Printf("%s %s %v\n", own, self, err)
 	}
 	os.Exit(0)
 }
 
-// review2Squat: listen on ZZ_ADDR (with SO_MARK ZZ_MARK when set), print
+// guardChildSquat: listen on ZZ_ADDR (with SO_MARK ZZ_MARK when set), print
 // "ok" or the error, then accept one connection for up to 5 s and print
 // the first line it sends.
-func review2Squat() {
+func guardChildSquat() {
 	ap := netip.MustParseAddrPort(os.Getenv("ZZ_ADDR"))
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
@@ -88,8 +92,8 @@ func review2Squat() {
 	fmt.Printf("got %q\n", line)
 }
 
-// review2AgentDial: connect to ZZ_ADDR, send a secret line, print the reply.
-func review2AgentDial() {
+// guardChildAgentDial: connect to ZZ_ADDR, send a secret line, print the reply.
+func guardChildAgentDial() {
 	c, err := net.DialTimeout("tcp4", os.Getenv("ZZ_ADDR"), 3*time.Second)
 	if err != nil {
 		fmt.Printf("dial %v\n", err)
@@ -102,9 +106,9 @@ func review2AgentDial() {
 	fmt.Printf("reply %q %v\n", line, err)
 }
 
-// review2EngineListen: the engine's own Listen (engine.Server) with mark
+// guardChildEngineListen: the engine's own Listen (engine.Server) with mark
 // ZZ_MARK on ZZ_PORT4/ZZ_PORT6.
-func review2EngineListen() {
+func guardChildEngineListen() {
 	m, _ := strconv.ParseUint(os.Getenv("ZZ_MARK"), 0, 32)
 	// As the daemon does before it listens.
 	mount, err := redirect.Cgroup2Mount()
@@ -128,7 +132,7 @@ func review2EngineListen() {
 	fmt.Printf("ok\n")
 }
 
-// startSquat starts review2Squat in cgroup cg (or, cg "", as a plain child
+// startSquat starts guardChildSquat in cgroup cg (or, cg "", as a plain child
 // of this test process) via prefix (e.g. setpriv …) and waits for its
 // first line.
 func startSquat(t *testing.T, cg string, env []string, prefix ...string) (first string, rest func() string) {
@@ -140,7 +144,7 @@ func startSquat(t *testing.T, cg string, env []string, prefix ...string) (first 
 	} else {
 		cmd = exec.Command(args[0], args[1:]...)
 	}
-	cmd.Env = append(append(os.Environ(), review2Env+"=squat"), env...)
+	cmd.Env = append(append(os.Environ(), guardEnv+"=squat"), env...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -172,7 +176,7 @@ func TestPrivilegedGuardMarkWithCapNetRawOnly(t *testing.T) {
 	f.r.Close()
 	f.eng.close()
 	// A copy of the test binary that uid 65534 may execute.
-	dir, err := os.MkdirTemp("", "review2-")
+	dir, err := os.MkdirTemp("", "guardChild-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +216,7 @@ func TestPrivilegedGuardMarkChangeBlocksRestart(t *testing.T) {
 	f.eng.close()
 	run := func(mark string) string {
 		cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), review2Env+"=enginelisten", "ZZ_MARK="+mark, "ZZ_PIN="+f.pinDir,
+		cmd.Env = append(os.Environ(), guardEnv+"=enginelisten", "ZZ_MARK="+mark, "ZZ_PIN="+f.pinDir,
 			"ZZ_PORT4="+strconv.Itoa(int(f.eng.port4)), "ZZ_PORT6="+strconv.Itoa(int(f.eng.port6)))
 		out, _ := cmd.Output()
 		return strings.TrimSpace(string(out))
@@ -225,9 +229,9 @@ func TestPrivilegedGuardMarkChangeBlocksRestart(t *testing.T) {
 	}
 }
 
-// review2BindVariants tries every way to bind ZZ_PORT4/ZZ_PORT6 it knows
+// guardChildBindVariants tries every way to bind ZZ_PORT4/ZZ_PORT6 it knows
 // and prints the errors as JSON ("" = bound).
-func review2BindVariants() {
+func guardChildBindVariants() {
 	p4, _ := strconv.Atoi(os.Getenv("ZZ_PORT4"))
 	p6, _ := strconv.Atoi(os.Getenv("ZZ_PORT6"))
 	out := map[string]string{}
@@ -275,7 +279,7 @@ func TestPrivilegedGuardBindVariantsDenied(t *testing.T) {
 	f.r.Close()
 	f.eng.close()
 	cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), review2Env+"=bindvariants",
+	cmd.Env = append(os.Environ(), guardEnv+"=bindvariants",
 		"ZZ_PORT4="+strconv.Itoa(int(f.eng.port4)), "ZZ_PORT6="+strconv.Itoa(int(f.eng.port6)))
 	b, err := cmd.Output()
 	if err != nil {
@@ -357,5 +361,31 @@ func TestPrivilegedGuardNeverClaimsTheRootCgroup(t *testing.T) {
 		t.Errorf("a daemon in the root cgroup claimed cgroup %d for the engine's ports", claimed)
 	case own != 1 && claimed != own:
 		t.Errorf("claimed cgroup %d, want the daemon's own %d (%s)", claimed, own, rel)
+	}
+}
+
+// TestPrivilegedGuardOwnCgroupInANamespace: in a cgroup namespace of its
+// own (a Kubernetes pod) the daemon sees itself at "/", which is the root
+// cgroup's path on the host's mount: it would claim nothing. OwnCgroup
+// reads its real cgroup from the initial namespace.
+func TestPrivilegedGuardOwnCgroupInANamespace(t *testing.T) {
+	harness.RequirePrivileged(t)
+	cg := harness.NewCgroups(t)
+	pod := cg.Mkdir(t, "pod")
+	cmd := harness.Command(t, pod, "unshare", "--cgroup", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), guardEnv+"=owncgroup")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v %s", err, out)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		t.Fatalf("helper: %q", out)
+	}
+	if want := strings.TrimPrefix(pod, cg.Mount); f[0] != want {
+		t.Errorf("OwnCgroup in a cgroup namespace = %q, want %q (the namespace itself shows %q)", f[0], want, f[1])
+	}
+	if f[1] != "/" {
+		t.Logf("note: /proc/self/cgroup in the namespace shows %q", f[1])
 	}
 }

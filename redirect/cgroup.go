@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -167,4 +168,82 @@ func MountAtGlobalRoot(mount string) bool {
 		return f[3] == "/"
 	}
 	return false
+}
+
+// OwnCgroup returns this process's cgroup as the host sees it, relative to
+// the root of the whole hierarchy. In a cgroup namespace of its own (a
+// Kubernetes pod) /proc/self/cgroup says "/"; a privileged process reads
+// it from the initial namespace instead, on a thread that then ends.
+func OwnCgroup() (string, error) {
+	if ns, err := os.Readlink("/proc/self/ns/cgroup"); err != nil || ns == initCgroupNS {
+		return CgroupOf(os.Getpid())
+	}
+	type result struct {
+		path string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread leaves another cgroup namespace than
+		// the process's, so the runtime must not reuse it.
+		runtime.LockOSThread()
+		fd, err := initCgroupNSFD()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWCGROUP); err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := os.ReadFile("/proc/thread-self/cgroup")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "0::"); ok {
+				done <- result{path: rest}
+				return
+			}
+		}
+		done <- result{err: ErrNoCgroup2}
+	}()
+	r := <-done
+	if r.err != nil {
+		// Not privileged enough, or no init namespace to see: the
+		// namespace's own view.
+		return CgroupOf(os.Getpid())
+	}
+	return r.path, nil
+}
+
+// initCgroupNSFD opens the initial cgroup namespace through a process
+// that is in it: init, or else any other one this process may inspect
+// (with hostPID, the node's processes).
+func initCgroupNSFD() (int, error) {
+	if fd, err := unix.Open("/proc/1/ns/cgroup", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		if l, _ := os.Readlink("/proc/1/ns/cgroup"); l == initCgroupNS {
+			return fd, nil
+		}
+		unix.Close(fd)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return -1, err
+	}
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		p := "/proc/" + e.Name() + "/ns/cgroup"
+		if l, err := os.Readlink(p); err != nil || l != initCgroupNS {
+			continue
+		}
+		if fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			return fd, nil
+		}
+	}
+	return -1, errors.New("no process in the initial cgroup namespace is visible")
 }

@@ -182,12 +182,20 @@ func ClaimEnginePorts(pinDir, mount string) error {
 var ErrSharedCgroup = errors.New("the daemon does not run in a cgroup of its own")
 
 func claimIn(m *ebpf.Map, mount string) error {
-	rel, err := CgroupOf(os.Getpid())
+	rel, err := OwnCgroup()
 	if err != nil {
 		return err
 	}
 	abs := filepath.Join(mount, rel)
 	id, err := CgroupID(abs)
+	if errors.Is(err, os.ErrNotExist) {
+		// The mount shows the namespace's own hierarchy, not the host's.
+		if rel, err = CgroupOf(os.Getpid()); err != nil {
+			return err
+		}
+		abs = filepath.Join(mount, rel)
+		id, err = CgroupID(abs)
+	}
 	if err != nil {
 		return err
 	}

@@ -222,6 +222,9 @@ func (k *kernelSync) snapshot() (redirect.State, []redirect.LabelledCgroup) {
 // own dials would be redirected to itself, and agents could reach its API.
 func selfInAgentCgroup(mount string, pid int) (string, error) {
 	rel, err := redirect.CgroupOf(pid)
+	if pid == os.Getpid() {
+		rel, err = redirect.OwnCgroup() // the host's view, also in a pod
+	}
 	if err != nil {
 		return "", err
 	}
