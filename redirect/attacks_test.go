@@ -53,14 +53,14 @@ func init() {
 		reviewOvermount()
 	case "listen":
 		// A local user trying to listen on the engine's port; with
-		// ZZ_MARK, a process that sets the engine's mark first.
+		// HELPER_MARK, a process that sets the engine's mark first.
 		var lc net.ListenConfig
-		if m, err := strconv.ParseUint(os.Getenv("ZZ_MARK"), 0, 32); err == nil {
+		if m, err := strconv.ParseUint(os.Getenv("HELPER_MARK"), 0, 32); err == nil {
 			lc.Control = func(_, _ string, c syscall.RawConn) error {
 				return c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(m)) })
 			}
 		}
-		ln, err := lc.Listen(context.Background(), "tcp4", os.Getenv("ZZ_ADDR"))
+		ln, err := lc.Listen(context.Background(), "tcp4", os.Getenv("HELPER_ADDR"))
 		if err != nil {
 			fmt.Printf("err %v\n", err)
 			return
@@ -68,7 +68,7 @@ func init() {
 		fmt.Printf("ok\n")
 		ln.Close()
 	case "sendclose":
-		dst := netip.MustParseAddrPort(os.Getenv("ZZ_ADDR"))
+		dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 		if err := unix.Connect(fd, sa4(dst)); err != nil {
 			fmt.Printf("err %v\n", err)
@@ -86,12 +86,12 @@ func sa4(ap netip.AddrPort) *unix.SockaddrInet4 {
 }
 
 // reviewVictim: an ordinary agent client that happens to use local port
-// ZZ_PORT (an attacker can force or predict the ephemeral port, see the
-// report), connects to the target ZZ_ADDR and keeps the connection open
+// HELPER_PORT (an attacker can force or predict the ephemeral port, see the
+// report), connects to the target HELPER_ADDR and keeps the connection open
 // until stdin closes.
 func reviewVictim() {
-	port, _ := strconv.Atoi(os.Getenv("ZZ_PORT"))
-	dst := netip.MustParseAddrPort(os.Getenv("ZZ_ADDR"))
+	port, _ := strconv.Atoi(os.Getenv("HELPER_PORT"))
+	dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err == nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
@@ -109,12 +109,12 @@ func reviewVictim() {
 	unix.Close(fd)
 }
 
-// reviewRSTLoop: connect to ZZ_ADDR (a target: redirected) ZZ_N times and
+// reviewRSTLoop: connect to HELPER_ADDR (a target: redirected) HELPER_N times and
 // abort each connection at once (SO_LINGER 0): a reset before the engine
 // looks the connection up.
 func reviewRSTLoop() {
-	n, _ := strconv.Atoi(os.Getenv("ZZ_N"))
-	dst := netip.MustParseAddrPort(os.Getenv("ZZ_ADDR"))
+	n, _ := strconv.Atoi(os.Getenv("HELPER_N"))
+	dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	ok := 0
 	for i := 0; i < n; i++ {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
@@ -130,9 +130,9 @@ func reviewRSTLoop() {
 	fmt.Printf("%d\n", ok)
 }
 
-// reviewMPTCP: an MPTCP client to ZZ_ADDR; prints reply, getpeername, error.
+// reviewMPTCP: an MPTCP client to HELPER_ADDR; prints reply, getpeername, error.
 func reviewMPTCP() {
-	dst := netip.MustParseAddrPort(os.Getenv("ZZ_ADDR"))
+	dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	out := map[string]string{}
 	defer func() { json.NewEncoder(os.Stdout).Encode(out) }()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 262 /* IPPROTO_MPTCP */)
@@ -165,7 +165,7 @@ func reviewMPTCP() {
 // while the process stays in the initial cgroup namespace. It reports what
 // the daemon would compute.
 func reviewOvermount() {
-	mount, sub := os.Getenv("ZZ_MOUNT"), os.Getenv("ZZ_SUB")
+	mount, sub := os.Getenv("HELPER_MOUNT"), os.Getenv("HELPER_SUB")
 	out := map[string]any{}
 	defer func() { json.NewEncoder(os.Stdout).Encode(out) }()
 	if err := unix.Mount(sub, mount, "", unix.MS_BIND, ""); err != nil {
@@ -407,7 +407,7 @@ func TestPrivilegedAttackAcceptLookupTOCTOU(t *testing.T) {
 
 	// Victim: an agent's redirected connection that gets the same local port.
 	cmd := harness.Command(t, victimCg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=victim", "ZZ_PORT="+strconv.Itoa(port), "ZZ_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=victim", "HELPER_PORT="+strconv.Itoa(port), "HELPER_ADDR="+target.String())
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -469,7 +469,7 @@ func TestPrivilegedAttackRecordLeak(t *testing.T) {
 	before := countMap(t, filepath.Join(f.pinDir, "conn_by_cookie"))
 	const n = 300
 	cmd := harness.Command(t, cg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=rstloop", "ZZ_N="+strconv.Itoa(n), "ZZ_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=rstloop", "HELPER_N="+strconv.Itoa(n), "HELPER_ADDR="+target.String())
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
@@ -547,7 +547,7 @@ func TestPrivilegedAttackOvermountDepth(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=overmount", "ZZ_MOUNT="+f.cg.Mount, "ZZ_SUB="+f.cg.Root)
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=overmount", "HELPER_MOUNT="+f.cg.Mount, "HELPER_SUB="+f.cg.Root)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("overmount helper: %v", err)
@@ -588,7 +588,7 @@ func TestPrivilegedAttackMPTCP(t *testing.T) {
 	cg := f.labelAgent(t, "agents/a", "analyst")
 	f.apply(t)
 	cmd := harness.Command(t, cg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=mptcp", "ZZ_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=mptcp", "HELPER_ADDR="+target.String())
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
@@ -645,7 +645,7 @@ func TestPrivilegedAttackSendAndCloseFound(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := harness.Command(t, agent, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=sendclose", "ZZ_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=sendclose", "HELPER_ADDR="+target.String())
 	out, err := cmd.Output()
 	if err != nil || !strings.HasPrefix(string(out), "ok") {
 		t.Fatalf("client: %s %v", out, err)
@@ -680,7 +680,7 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 	engineAddr := fmt.Sprintf("127.0.0.1:%d", f.eng.port4)
 	for _, addr := range []string{engineAddr, fmt.Sprintf("0.0.0.0:%d", f.eng.port4)} {
 		cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "ZZ_ADDR="+addr)
+		cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "HELPER_ADDR="+addr)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatal(err)
@@ -695,12 +695,12 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 	// Nor with the engine's mark: CAP_NET_RAW suffices to set one. Only
 	// the engine's cgroup may.
 	cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "ZZ_ADDR="+engineAddr, "ZZ_MARK=0x494c")
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "HELPER_ADDR="+engineAddr, "HELPER_MARK=0x494c")
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("listening on the engine's port with the engine's mark from another cgroup: %q %v, want EPERM", out, err)
 	}
 	cmd = harness.Command(t, engineCg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "ZZ_ADDR="+engineAddr)
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "HELPER_ADDR="+engineAddr)
 	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "ok") {
 		t.Errorf("listening on the engine's port from the engine's cgroup: %q %v", out, err)
 	}

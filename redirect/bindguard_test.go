@@ -48,17 +48,17 @@ func init() {
 	os.Exit(0)
 }
 
-// guardChildSquat: listen on ZZ_ADDR (with SO_MARK ZZ_MARK when set), print
+// guardChildSquat: listen on HELPER_ADDR (with SO_MARK HELPER_MARK when set), print
 // "ok" or the error, then accept one connection for up to 5 s and print
 // the first line it sends.
 func guardChildSquat() {
-	ap := netip.MustParseAddrPort(os.Getenv("ZZ_ADDR"))
+	ap := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
 		fmt.Printf("err socket: %v\n", err)
 		return
 	}
-	if m, perr := strconv.ParseUint(os.Getenv("ZZ_MARK"), 0, 32); perr == nil {
+	if m, perr := strconv.ParseUint(os.Getenv("HELPER_MARK"), 0, 32); perr == nil {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(m)); err != nil {
 			fmt.Printf("err SO_MARK: %v\n", err)
 			return
@@ -92,9 +92,9 @@ func guardChildSquat() {
 	fmt.Printf("got %q\n", line)
 }
 
-// guardChildAgentDial: connect to ZZ_ADDR, send a secret line, print the reply.
+// guardChildAgentDial: connect to HELPER_ADDR, send a secret line, print the reply.
 func guardChildAgentDial() {
-	c, err := net.DialTimeout("tcp4", os.Getenv("ZZ_ADDR"), 3*time.Second)
+	c, err := net.DialTimeout("tcp4", os.Getenv("HELPER_ADDR"), 3*time.Second)
 	if err != nil {
 		fmt.Printf("dial %v\n", err)
 		return
@@ -107,20 +107,20 @@ func guardChildAgentDial() {
 }
 
 // guardChildEngineListen: the engine's own Listen (engine.Server) with mark
-// ZZ_MARK on ZZ_PORT4/ZZ_PORT6.
+// HELPER_MARK on HELPER_PORT4/HELPER_PORT6.
 func guardChildEngineListen() {
-	m, _ := strconv.ParseUint(os.Getenv("ZZ_MARK"), 0, 32)
+	m, _ := strconv.ParseUint(os.Getenv("HELPER_MARK"), 0, 32)
 	// As the daemon does before it listens.
 	mount, err := redirect.Cgroup2Mount()
 	if err == nil {
-		err = redirect.ClaimEnginePorts(os.Getenv("ZZ_PIN"), mount)
+		err = redirect.ClaimEnginePorts(os.Getenv("HELPER_PIN"), mount)
 	}
 	if err != nil {
 		fmt.Printf("err %v\n", err)
 		return
 	}
 	srv, err := engine.NewServer(engine.Config{
-		Listen4: "127.0.0.1:" + os.Getenv("ZZ_PORT4"), Listen6: "[::1]:" + os.Getenv("ZZ_PORT6"), Mark: uint32(m),
+		Listen4: "127.0.0.1:" + os.Getenv("HELPER_PORT4"), Listen6: "[::1]:" + os.Getenv("HELPER_PORT6"), Mark: uint32(m),
 	}, nil, nil, nil, nil)
 	if err == nil {
 		err = srv.Listen()
@@ -192,10 +192,10 @@ func TestPrivilegedGuardMarkWithCapNetRawOnly(t *testing.T) {
 			"--inh-caps=-all" + caps, "--ambient-caps=-all" + caps, "--bounding-set=-all" + caps, "--", bin}
 	}
 	// Control: no capabilities at all → EPERM.
-	if first, _ := startSquat(t, plain, []string{"ZZ_ADDR=" + addr, "ZZ_MARK=0x494c"}, drop("")[:len(drop(""))-1]...); !strings.Contains(first, "SO_MARK") {
+	if first, _ := startSquat(t, plain, []string{"HELPER_ADDR=" + addr, "HELPER_MARK=0x494c"}, drop("")[:len(drop(""))-1]...); !strings.Contains(first, "SO_MARK") {
 		t.Fatalf("control without capabilities: %q, want SO_MARK EPERM", first)
 	}
-	first, rest := startSquat(t, plain, []string{"ZZ_ADDR=" + addr, "ZZ_MARK=0x494c"}, drop(",+net_raw")[:len(drop(",+net_raw"))-1]...)
+	first, rest := startSquat(t, plain, []string{"HELPER_ADDR=" + addr, "HELPER_MARK=0x494c"}, drop(",+net_raw")[:len(drop(",+net_raw"))-1]...)
 	if first != "ok" {
 		t.Logf("uid 65534 with CAP_NET_RAW only: %s", first)
 		return
@@ -216,8 +216,8 @@ func TestPrivilegedGuardMarkChangeBlocksRestart(t *testing.T) {
 	f.eng.close()
 	run := func(mark string) string {
 		cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), guardEnv+"=enginelisten", "ZZ_MARK="+mark, "ZZ_PIN="+f.pinDir,
-			"ZZ_PORT4="+strconv.Itoa(int(f.eng.port4)), "ZZ_PORT6="+strconv.Itoa(int(f.eng.port6)))
+		cmd.Env = append(os.Environ(), guardEnv+"=enginelisten", "HELPER_MARK="+mark, "HELPER_PIN="+f.pinDir,
+			"HELPER_PORT4="+strconv.Itoa(int(f.eng.port4)), "HELPER_PORT6="+strconv.Itoa(int(f.eng.port6)))
 		out, _ := cmd.Output()
 		return strings.TrimSpace(string(out))
 	}
@@ -229,11 +229,11 @@ func TestPrivilegedGuardMarkChangeBlocksRestart(t *testing.T) {
 	}
 }
 
-// guardChildBindVariants tries every way to bind ZZ_PORT4/ZZ_PORT6 it knows
+// guardChildBindVariants tries every way to bind HELPER_PORT4/HELPER_PORT6 it knows
 // and prints the errors as JSON ("" = bound).
 func guardChildBindVariants() {
-	p4, _ := strconv.Atoi(os.Getenv("ZZ_PORT4"))
-	p6, _ := strconv.Atoi(os.Getenv("ZZ_PORT6"))
+	p4, _ := strconv.Atoi(os.Getenv("HELPER_PORT4"))
+	p6, _ := strconv.Atoi(os.Getenv("HELPER_PORT6"))
 	out := map[string]string{}
 	try := func(name string, family, typ, proto int, sa unix.Sockaddr, opts ...int) {
 		fd, err := unix.Socket(family, typ, proto)
@@ -280,7 +280,7 @@ func TestPrivilegedGuardBindVariantsDenied(t *testing.T) {
 	f.eng.close()
 	cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), guardEnv+"=bindvariants",
-		"ZZ_PORT4="+strconv.Itoa(int(f.eng.port4)), "ZZ_PORT6="+strconv.Itoa(int(f.eng.port6)))
+		"HELPER_PORT4="+strconv.Itoa(int(f.eng.port4)), "HELPER_PORT6="+strconv.Itoa(int(f.eng.port6)))
 	b, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err, string(b))
@@ -331,7 +331,7 @@ func TestPrivilegedGuardOutsideTheAttachSubtree(t *testing.T) {
 	eng.ln4.Close()
 	eng.ln6.Close()
 	cmd := harness.Command(t, outside, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", fmt.Sprintf("ZZ_ADDR=127.0.0.1:%d", eng.port4))
+	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", fmt.Sprintf("HELPER_ADDR=127.0.0.1:%d", eng.port4))
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("a process outside the attach subtree listening on the engine's port: %q %v, want EPERM", out, err)
 	}

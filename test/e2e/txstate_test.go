@@ -36,7 +36,7 @@ func init() {
 func cancelAndClose() {
 	out := map[string]any{}
 	defer func() { json.NewEncoder(os.Stdout).Encode(out) }()
-	dsn, addr := os.Getenv("ZZ_DSN"), os.Getenv("ZZ_ADDR")
+	dsn, addr := os.Getenv("HELPER_DSN"), os.Getenv("HELPER_ADDR")
 	ctx := context.Background()
 	conn, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
@@ -74,7 +74,7 @@ func TestCancelSendAndClose(t *testing.T) {
 	e := setupPG(t, "")
 	addr := fmt.Sprintf("127.0.0.1:%d", e.pg.Port)
 	cmd := harness.Command(t, e.analyst, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), txstateEnv+"=cancel-close", "ZZ_DSN="+e.dsn("127.0.0.1"), "ZZ_ADDR="+addr)
+	cmd.Env = append(os.Environ(), txstateEnv+"=cancel-close", "HELPER_DSN="+e.dsn("127.0.0.1"), "HELPER_ADDR="+addr)
 	b, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("client: %v %s", err, b)
