@@ -35,22 +35,24 @@ import (
 	"github.com/interlockhq/interlock/test/harness"
 )
 
-const reviewModeEnv = "INTERLOCK_REDIRECT_ATTACK"
+// helperEnv makes the test binary one of the helper processes below
+// (attacks here, bind guard in bindguard_test.go).
+const helperEnv = "INTERLOCK_REDIRECT_HELPER"
 
-// init turns the test binary into a small helper process for the review
-// tests (it runs before TestMain's harness.MaybeDial).
+// init turns the test binary into a small helper process (it runs before
+// TestMain's harness.MaybeDial).
 func init() {
-	switch os.Getenv(reviewModeEnv) {
+	switch os.Getenv(helperEnv) {
 	case "":
 		return
 	case "victim":
-		reviewVictim()
+		helperVictim()
 	case "rstloop":
-		reviewRSTLoop()
+		helperRSTLoop()
 	case "mptcp":
-		reviewMPTCP()
+		helperMPTCP()
 	case "overmount":
-		reviewOvermount()
+		helperOvermount()
 	case "listen":
 		// A local user trying to listen on the engine's port; with
 		// HELPER_MARK, a process that sets the engine's mark first.
@@ -67,6 +69,18 @@ func init() {
 		}
 		fmt.Printf("ok\n")
 		ln.Close()
+	case "squat":
+		guardChildSquat()
+	case "agentdial":
+		guardChildAgentDial()
+	case "enginelisten":
+		guardChildEngineListen()
+	case "bindvariants":
+		guardChildBindVariants()
+	case "owncgroup":
+		own, err := redirect.OwnCgroup()
+		self, _ := redirect.CgroupOf(os.Getpid())
+		fmt.Printf("%s %s %v\n", own, self, err)
 	case "sendclose":
 		dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
@@ -85,11 +99,11 @@ func sa4(ap netip.AddrPort) *unix.SockaddrInet4 {
 	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 }
 
-// reviewVictim: an ordinary agent client that happens to use local port
+// helperVictim: an ordinary agent client that happens to use local port
 // HELPER_PORT (an attacker can force or predict the ephemeral port, see the
 // report), connects to the target HELPER_ADDR and keeps the connection open
 // until stdin closes.
-func reviewVictim() {
+func helperVictim() {
 	port, _ := strconv.Atoi(os.Getenv("HELPER_PORT"))
 	dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
@@ -109,10 +123,10 @@ func reviewVictim() {
 	unix.Close(fd)
 }
 
-// reviewRSTLoop: connect to HELPER_ADDR (a target: redirected) HELPER_N times and
+// helperRSTLoop: connect to HELPER_ADDR (a target: redirected) HELPER_N times and
 // abort each connection at once (SO_LINGER 0): a reset before the engine
 // looks the connection up.
-func reviewRSTLoop() {
+func helperRSTLoop() {
 	n, _ := strconv.Atoi(os.Getenv("HELPER_N"))
 	dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	ok := 0
@@ -130,8 +144,8 @@ func reviewRSTLoop() {
 	fmt.Printf("%d\n", ok)
 }
 
-// reviewMPTCP: an MPTCP client to HELPER_ADDR; prints reply, getpeername, error.
-func reviewMPTCP() {
+// helperMPTCP: an MPTCP client to HELPER_ADDR; prints reply, getpeername, error.
+func helperMPTCP() {
 	dst := netip.MustParseAddrPort(os.Getenv("HELPER_ADDR"))
 	out := map[string]string{}
 	defer func() { json.NewEncoder(os.Stdout).Encode(out) }()
@@ -159,12 +173,12 @@ func reviewMPTCP() {
 	unix.Close(fd)
 }
 
-// reviewOvermount runs in a private mount namespace (unshare --mount
+// helperOvermount runs in a private mount namespace (unshare --mount
 // --propagation private): a subtree of the cgroup2 hierarchy is
 // bind-mounted over the cgroup2 mount point, as some container setups do,
 // while the process stays in the initial cgroup namespace. It reports what
 // the daemon would compute.
-func reviewOvermount() {
+func helperOvermount() {
 	mount, sub := os.Getenv("HELPER_MOUNT"), os.Getenv("HELPER_SUB")
 	out := map[string]any{}
 	defer func() { json.NewEncoder(os.Stdout).Encode(out) }()
@@ -184,13 +198,39 @@ func reviewOvermount() {
 	}
 	levels := map[string]int{}
 	for _, l := range labels {
-		levels[strconv.FormatUint(l.ID, 10)] = strings.Count(l.Path, "/") // as cmd/interlock/sync.go
+		levels[strconv.FormatUint(l.ID, 10)] = l.Level() // as cmd/interlock/sync.go
 	}
 	rootIno, _ := redirect.CgroupID(m)
 	out["mount"] = m
 	out["global_root"] = redirect.MountAtGlobalRoot(m)
 	out["levels"] = levels
 	out["mount_ino"] = rootIno
+}
+
+// stubInstall installs at a fresh test cgroup with a hand-driven engine
+// stub, one agent cgroup (rel) of "analyst" and one target, "db".
+func stubInstall(t *testing.T, rel string) (r *redirect.Redirector, eng *engineStub, cg *harness.Cgroups, target netip.AddrPort, agent string) {
+	t.Helper()
+	harness.RequirePrivileged(t)
+	cg = harness.NewCgroups(t)
+	pinDir := harness.PinDir(t)
+	eng = newEngineStub(t)
+	r, err := redirect.Install(redirect.Config{CgroupPath: cg.Root, PinDir: pinDir, EnginePort4: eng.port4, EnginePort6: eng.port6, Mark: 0x494c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
+	target = upstream(t, "tcp4", "127.0.0.1:0")
+	agent = cg.Mkdir(t, rel)
+	id, _ := redirect.CgroupID(agent)
+	if err := r.Apply(redirect.State{
+		Cgroups: map[uint64]string{id: "analyst"},
+		Agents:  map[string]redirect.Agent{"analyst": {Name: "analyst"}},
+		Targets: map[netip.AddrPort]string{target: "db"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return r, eng, cg, target, agent
 }
 
 // engineStub is a listener pair that the test accepts from by hand.
@@ -218,21 +258,8 @@ func newEngineStub(t *testing.T) *engineStub {
 
 // serveEngineLine answers "engine\n" to every connection, without lookups.
 func (e *engineStub) serveEngineLine() {
-	for _, ln := range []*net.TCPListener{e.ln4, e.ln6} {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					bufio.NewReader(c).ReadString('\n')
-					c.Write([]byte("engine\n"))
-				}()
-			}
-		}()
-	}
+	go harness.ServeLine(e.ln4, "engine\n")
+	go harness.ServeLine(e.ln6, "engine\n")
 }
 
 func addrs(c net.Conn) (peer, local netip.AddrPort) {
@@ -360,25 +387,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // The engine's lookup for the attacker's accepted connection returns the
 // agent's record, and ending that session deletes the agent's record.
 func TestPrivilegedAttackAcceptLookupTOCTOU(t *testing.T) {
-	harness.RequirePrivileged(t)
-	cg := harness.NewCgroups(t)
-	pinDir := harness.PinDir(t)
-	eng := newEngineStub(t)
-	r, err := redirect.Install(redirect.Config{CgroupPath: cg.Root, PinDir: pinDir, EnginePort4: eng.port4, EnginePort6: eng.port6, Mark: 0x494c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
-	target := upstream(t, "tcp4", "127.0.0.1:0")
-	victimCg := cg.Mkdir(t, "agents/victim")
-	vid, _ := redirect.CgroupID(victimCg)
-	if err := r.Apply(redirect.State{
-		Cgroups: map[uint64]string{vid: "analyst"},
-		Agents:  map[string]redirect.Agent{"analyst": {Name: "analyst"}},
-		Targets: map[netip.AddrPort]string{target: "db"},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	r, eng, _, target, victimCg := stubInstall(t, "agents/victim")
 
 	// Attacker: this test process, in no agent cgroup (not redirected).
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
@@ -407,7 +416,7 @@ func TestPrivilegedAttackAcceptLookupTOCTOU(t *testing.T) {
 
 	// Victim: an agent's redirected connection that gets the same local port.
 	cmd := harness.Command(t, victimCg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=victim", "HELPER_PORT="+strconv.Itoa(port), "HELPER_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), helperEnv+"=victim", "HELPER_PORT="+strconv.Itoa(port), "HELPER_ADDR="+target.String())
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -469,7 +478,7 @@ func TestPrivilegedAttackRecordLeak(t *testing.T) {
 	before := countMap(t, filepath.Join(f.pinDir, "conn_by_cookie"))
 	const n = 300
 	cmd := harness.Command(t, cg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=rstloop", "HELPER_N="+strconv.Itoa(n), "HELPER_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), helperEnv+"=rstloop", "HELPER_N="+strconv.Itoa(n), "HELPER_ADDR="+target.String())
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
@@ -547,7 +556,7 @@ func TestPrivilegedAttackOvermountDepth(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=overmount", "HELPER_MOUNT="+f.cg.Mount, "HELPER_SUB="+f.cg.Root)
+	cmd.Env = append(os.Environ(), helperEnv+"=overmount", "HELPER_MOUNT="+f.cg.Mount, "HELPER_SUB="+f.cg.Root)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("overmount helper: %v", err)
@@ -573,7 +582,7 @@ func TestPrivilegedAttackOvermountDepth(t *testing.T) {
 	f.apply(t)
 	if d := harness.Dial(t, agent, "tcp4", target.String()); d.Reply == "direct\n" {
 		t.Errorf("FAIL OPEN: MountAtGlobalRoot=true, depth computed %d, real %d: the agent reached the target directly",
-			f.state.Levels[id], strings.Count(strings.TrimPrefix(agent, f.cg.Mount), "/"))
+			f.state.Levels[id], redirect.LabelLevel(f.cg.Mount, agent))
 	}
 }
 
@@ -588,7 +597,7 @@ func TestPrivilegedAttackMPTCP(t *testing.T) {
 	cg := f.labelAgent(t, "agents/a", "analyst")
 	f.apply(t)
 	cmd := harness.Command(t, cg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=mptcp", "HELPER_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), helperEnv+"=mptcp", "HELPER_ADDR="+target.String())
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
@@ -629,23 +638,9 @@ func TestPrivilegedAttackDeepLabel(t *testing.T) {
 // it up (a PostgreSQL CancelRequest) is still found: its FIN_WAIT2/TIME_WAIT
 // socket keeps the cookie.
 func TestPrivilegedAttackSendAndCloseFound(t *testing.T) {
-	harness.RequirePrivileged(t)
-	cg := harness.NewCgroups(t)
-	pinDir := harness.PinDir(t)
-	eng := newEngineStub(t)
-	r, err := redirect.Install(redirect.Config{CgroupPath: cg.Root, PinDir: pinDir, EnginePort4: eng.port4, EnginePort6: eng.port6, Mark: 0x494c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
-	target := upstream(t, "tcp4", "127.0.0.1:0")
-	agent := cg.Mkdir(t, "agents/a")
-	id, _ := redirect.CgroupID(agent)
-	if err := r.Apply(redirect.State{Cgroups: map[uint64]string{id: "analyst"}, Agents: map[string]redirect.Agent{"analyst": {Name: "analyst"}}, Targets: map[netip.AddrPort]string{target: "db"}}); err != nil {
-		t.Fatal(err)
-	}
+	r, eng, _, target, agent := stubInstall(t, "agents/a")
 	cmd := harness.Command(t, agent, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=sendclose", "HELPER_ADDR="+target.String())
+	cmd.Env = append(os.Environ(), helperEnv+"=sendclose", "HELPER_ADDR="+target.String())
 	out, err := cmd.Output()
 	if err != nil || !strings.HasPrefix(string(out), "ok") {
 		t.Fatalf("client: %s %v", out, err)
@@ -680,7 +675,7 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 	engineAddr := fmt.Sprintf("127.0.0.1:%d", f.eng.port4)
 	for _, addr := range []string{engineAddr, fmt.Sprintf("0.0.0.0:%d", f.eng.port4)} {
 		cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "HELPER_ADDR="+addr)
+		cmd.Env = append(os.Environ(), helperEnv+"=listen", "HELPER_ADDR="+addr)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatal(err)
@@ -695,12 +690,12 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 	// Nor with the engine's mark: CAP_NET_RAW suffices to set one. Only
 	// the engine's cgroup may.
 	cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "HELPER_ADDR="+engineAddr, "HELPER_MARK=0x494c")
+	cmd.Env = append(os.Environ(), helperEnv+"=listen", "HELPER_ADDR="+engineAddr, "HELPER_MARK=0x494c")
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("listening on the engine's port with the engine's mark from another cgroup: %q %v, want EPERM", out, err)
 	}
 	cmd = harness.Command(t, engineCg, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", "HELPER_ADDR="+engineAddr)
+	cmd.Env = append(os.Environ(), helperEnv+"=listen", "HELPER_ADDR="+engineAddr)
 	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "ok") {
 		t.Errorf("listening on the engine's port from the engine's cgroup: %q %v", out, err)
 	}

@@ -7,6 +7,7 @@ package redirect_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,35 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/redirect"
 	"github.com/interlockhq/interlock/test/harness"
 )
-
-const guardEnv = "INTERLOCK_REDIRECT_GUARD"
-
-func init() {
-	switch os.Getenv(guardEnv) {
-	case "":
-		return
-	case "squat":
-		guardChildSquat()
-	case "agentdial":
-		guardChildAgentDial()
-	case "enginelisten":
-		guardChildEngineListen()
-	case "bindvariants":
-		guardChildBindVariants()
-	case "owncgroup":
-		own, err := redirect.OwnCgroup()
-		self, _ := redirect.CgroupOf(os.Getpid())
-		fmt.Printf("%s %s %v\n", own, self, err)
-	}
-	os.Exit(0)
-}
 
 // guardChildSquat: listen on HELPER_ADDR (with SO_MARK HELPER_MARK when set), print
 // "ok" or the error, then accept one connection for up to 5 s and print
@@ -112,8 +90,18 @@ func guardChildEngineListen() {
 	m, _ := strconv.ParseUint(os.Getenv("HELPER_MARK"), 0, 32)
 	// As the daemon does before it listens.
 	mount, err := redirect.Cgroup2Mount()
+	var own string
 	if err == nil {
-		err = redirect.ClaimEnginePorts(os.Getenv("HELPER_PIN"), mount)
+		own, err = redirect.OwnCgroup()
+	}
+	var id uint64
+	if err == nil {
+		if id, err = redirect.EngineCgroup(mount, own); errors.Is(err, redirect.ErrSharedCgroup) {
+			err = nil
+		}
+	}
+	if err == nil {
+		err = redirect.ClaimEnginePorts(os.Getenv("HELPER_PIN"), id)
 	}
 	if err != nil {
 		fmt.Printf("err %v\n", err)
@@ -144,7 +132,7 @@ func startSquat(t *testing.T, cg string, env []string, prefix ...string) (first 
 	} else {
 		cmd = exec.Command(args[0], args[1:]...)
 	}
-	cmd.Env = append(append(os.Environ(), guardEnv+"=squat"), env...)
+	cmd.Env = append(append(os.Environ(), helperEnv+"=squat"), env...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -216,7 +204,7 @@ func TestPrivilegedGuardMarkChangeBlocksRestart(t *testing.T) {
 	f.eng.close()
 	run := func(mark string) string {
 		cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), guardEnv+"=enginelisten", "HELPER_MARK="+mark, "HELPER_PIN="+f.pinDir,
+		cmd.Env = append(os.Environ(), helperEnv+"=enginelisten", "HELPER_MARK="+mark, "HELPER_PIN="+f.pinDir,
 			"HELPER_PORT4="+strconv.Itoa(int(f.eng.port4)), "HELPER_PORT6="+strconv.Itoa(int(f.eng.port6)))
 		out, _ := cmd.Output()
 		return strings.TrimSpace(string(out))
@@ -279,7 +267,7 @@ func TestPrivilegedGuardBindVariantsDenied(t *testing.T) {
 	f.r.Close()
 	f.eng.close()
 	cmd := harness.Command(t, plain, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), guardEnv+"=bindvariants",
+	cmd.Env = append(os.Environ(), helperEnv+"=bindvariants",
 		"HELPER_PORT4="+strconv.Itoa(int(f.eng.port4)), "HELPER_PORT6="+strconv.Itoa(int(f.eng.port6)))
 	b, err := cmd.Output()
 	if err != nil {
@@ -331,7 +319,7 @@ func TestPrivilegedGuardOutsideTheAttachSubtree(t *testing.T) {
 	eng.ln4.Close()
 	eng.ln6.Close()
 	cmd := harness.Command(t, outside, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), reviewModeEnv+"=listen", fmt.Sprintf("HELPER_ADDR=127.0.0.1:%d", eng.port4))
+	cmd.Env = append(os.Environ(), helperEnv+"=listen", fmt.Sprintf("HELPER_ADDR=127.0.0.1:%d", eng.port4))
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("a process outside the attach subtree listening on the engine's port: %q %v, want EPERM", out, err)
 	}
@@ -341,21 +329,17 @@ func TestPrivilegedGuardOutsideTheAttachSubtree(t *testing.T) {
 // cgroup is in the root cgroup; claiming it would let all of them bind
 // the engine's ports. A daemon there claims nothing (the mark stands in).
 func TestPrivilegedGuardNeverClaimsTheRootCgroup(t *testing.T) {
-	f := setup(t)
-	m, err := ebpf.LoadPinnedMap(filepath.Join(f.pinDir, "engine_cgroup"), nil)
+	harness.RequirePrivileged(t)
+	mount, err := redirect.Cgroup2Mount()
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	var claimed uint64
-	if err := m.Lookup(uint32(0), &claimed); err != nil {
 		t.Fatal(err)
 	}
 	rel, err := redirect.CgroupOf(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, _ := redirect.CgroupID(filepath.Join(f.cg.Mount, rel))
+	claimed, _ := redirect.EngineCgroup(mount, rel)
+	own, _ := redirect.CgroupID(filepath.Join(mount, rel))
 	switch {
 	case own == 1 && claimed != 0:
 		t.Errorf("a daemon in the root cgroup claimed cgroup %d for the engine's ports", claimed)
@@ -373,7 +357,7 @@ func TestPrivilegedGuardOwnCgroupInANamespace(t *testing.T) {
 	cg := harness.NewCgroups(t)
 	pod := cg.Mkdir(t, "pod")
 	cmd := harness.Command(t, pod, "unshare", "--cgroup", os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), guardEnv+"=owncgroup")
+	cmd.Env = append(os.Environ(), helperEnv+"=owncgroup")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("helper: %v %s", err, out)

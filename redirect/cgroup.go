@@ -67,14 +67,20 @@ func ResolveCgroup(mount, p string) (string, error) {
 	return abs, nil
 }
 
-// MaxLabelLevel is the deepest level of the cgroup tree (the root is 0)
-// at which the kernel programs look for labels.
-const MaxLabelLevel = maxCgroupLevel
-
-// LabelLevel returns the level of a cgroup below the cgroup2 mount root,
-// counted from its path ("/a/b" is 2).
+// LabelLevel returns the level of a cgroup (an absolute path under the
+// cgroup2 mount) below the mount's root: "<mount>/a/b" is 2.
 func LabelLevel(mount, path string) int {
-	return strings.Count(strings.TrimSuffix(relCgroup(mount, filepath.Clean(path)), "/"), "/")
+	return relLevel(relCgroup(mount, filepath.Clean(path)))
+}
+
+// Level is the cgroup's level below the cgroup2 root ("/a/b" is 2).
+func (l LabelledCgroup) Level() int { return relLevel(l.Path) }
+
+func relLevel(rel string) int {
+	if rel == "/" {
+		return 0
+	}
+	return strings.Count(rel, "/")
 }
 
 // SetLabel marks a cgroup as an agent cgroup. A cgroup deeper than the

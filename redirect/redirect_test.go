@@ -109,25 +109,7 @@ func (e *fakeEngine) last(t *testing.T) redirect.Record {
 // reply from an agent means the redirect failed open.
 func upstream(t *testing.T, network, addr string) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				bufio.NewReader(c).ReadString('\n')
-				c.Write([]byte("direct\n"))
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return harness.LineServer(t, network, addr, "direct\n").Addr().(*net.TCPAddr).AddrPort()
 }
 
 type fixture struct {
@@ -183,7 +165,7 @@ func (f *fixture) labelAgent(t *testing.T, rel, agent string) string {
 	// With its depth, the kernel skips the levels without labels (the
 	// label lifecycle test leaves depths out: every level searched).
 	if redirect.MountAtGlobalRoot(f.cg.Mount) {
-		f.state.Levels[id] = strings.Count(strings.TrimPrefix(p, f.cg.Mount), "/")
+		f.state.Levels[id] = redirect.LabelLevel(f.cg.Mount, p)
 	}
 	return p
 }

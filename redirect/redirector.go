@@ -39,7 +39,10 @@ type Config struct {
 	// Mark is the SO_MARK the engine puts on its own upstream dials; such
 	// sockets are never redirected.
 	Mark uint32
-	Log  *slog.Logger
+	// EngineCgroup is the cgroup whose tasks may bind the engine's ports
+	// (EngineCgroup); 0: none, the engine's mark stands in.
+	EngineCgroup uint64
+	Log          *slog.Logger
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -140,11 +143,9 @@ func Load(cfg Config) (*Redirector, error) {
 		diag.Close()
 		return nil, err
 	}
-	if err := r.claim(); errors.Is(err, ErrSharedCgroup) {
-		cfg.Log.Warn("engine port guard", "error", err)
-	} else if err != nil {
+	if err := r.objs.EngineCgroup.Put(uint32(0), cfg.EngineCgroup); err != nil {
 		r.Close()
-		return nil, err
+		return nil, kernelHint("claim the engine's ports", err)
 	}
 	// The pinned level mask was kept by whatever ran before, which may not
 	// have maintained it (an older version); searching every level is
@@ -156,16 +157,47 @@ func Load(cfg Config) (*Redirector, error) {
 	return r, nil
 }
 
-// ClaimEnginePorts makes this process's cgroup the one allowed to bind
-// the engine's ports, in the pinned map that programs of an earlier run
-// check (nothing pinned: nothing to do). The daemon calls it before it
-// listens; Load does it again for the map it loads.
+// EngineCgroup returns the id of the daemon's cgroup (rel, as OwnCgroup
+// gives it, below mount): the one whose tasks may bind the engine's ports
+// (Config.EngineCgroup, ClaimEnginePorts).
 //
-// The root cgroup is never claimed: every process that was not put in a
+// The root cgroup is never given: every process that was not put in a
 // cgroup is there. The guard then falls back to the engine's mark, which
 // CAP_NET_RAW can set; ErrSharedCgroup says so, and also when other
-// processes share the engine's cgroup. The daemon logs it and goes on.
-func ClaimEnginePorts(pinDir, mount string) error {
+// processes share the daemon's cgroup. The daemon logs it and goes on.
+func EngineCgroup(mount, rel string) (uint64, error) {
+	abs := filepath.Join(mount, rel)
+	id, err := CgroupID(abs)
+	if errors.Is(err, os.ErrNotExist) {
+		// The mount shows the namespace's own hierarchy, not the host's.
+		if rel, err = CgroupOf(os.Getpid()); err != nil {
+			return 0, err
+		}
+		abs = filepath.Join(mount, rel)
+		id, err = CgroupID(abs)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if id == 1 { // the real root (in a cgroup namespace "/" is the container's own)
+		return 0, fmt.Errorf("%w: it runs in the root cgroup, so only the engine's mark (which CAP_NET_RAW can set) keeps others off its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup)
+	}
+	if procs, err := os.ReadFile(filepath.Join(abs, "cgroup.procs")); err == nil && len(strings.Fields(string(procs))) > 1 {
+		return id, fmt.Errorf("%w: other processes share its cgroup %s and may bind its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup, rel)
+	}
+	return id, nil
+}
+
+// ErrSharedCgroup: the bind guard is weaker than it could be (see
+// EngineCgroup).
+var ErrSharedCgroup = errors.New("the daemon does not run in a cgroup of its own")
+
+// ClaimEnginePorts makes cgroup id (EngineCgroup; 0: none) the one allowed
+// to bind the engine's ports, in the pinned map that programs of an
+// earlier run check (nothing pinned: nothing to do). The daemon calls it
+// before it listens; Load writes Config.EngineCgroup into the map it
+// loads.
+func ClaimEnginePorts(pinDir string, id uint64) error {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "engine_cgroup"), nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -174,49 +206,10 @@ func ClaimEnginePorts(pinDir, mount string) error {
 		return kernelHint("open the pinned engine_cgroup map", err)
 	}
 	defer m.Close()
-	return claimIn(m, mount)
-}
-
-// ErrSharedCgroup: the bind guard is weaker than it could be (see
-// ClaimEnginePorts).
-var ErrSharedCgroup = errors.New("the daemon does not run in a cgroup of its own")
-
-func claimIn(m *ebpf.Map, mount string) error {
-	rel, err := OwnCgroup()
-	if err != nil {
-		return err
-	}
-	abs := filepath.Join(mount, rel)
-	id, err := CgroupID(abs)
-	if errors.Is(err, os.ErrNotExist) {
-		// The mount shows the namespace's own hierarchy, not the host's.
-		if rel, err = CgroupOf(os.Getpid()); err != nil {
-			return err
-		}
-		abs = filepath.Join(mount, rel)
-		id, err = CgroupID(abs)
-	}
-	if err != nil {
-		return err
-	}
-	var warn error
-	if id == 1 { // the real root (in a cgroup namespace "/" is the container's own)
-		id, warn = 0, fmt.Errorf("%w: it runs in the root cgroup, so only the engine's mark (which CAP_NET_RAW can set) keeps others off its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup)
-	} else if procs, err := os.ReadFile(filepath.Join(abs, "cgroup.procs")); err == nil && len(strings.Fields(string(procs))) > 1 {
-		warn = fmt.Errorf("%w: other processes share its cgroup %s and may bind its ports; run it in a cgroup of its own (the systemd unit does)", ErrSharedCgroup, rel)
-	}
 	if err := m.Put(uint32(0), id); err != nil {
 		return kernelHint("claim the engine's ports", err)
 	}
-	return warn
-}
-
-func (r *Redirector) claim() error {
-	mount, err := Cgroup2Mount()
-	if err != nil {
-		return err
-	}
-	return claimIn(r.objs.EngineCgroup, mount)
+	return nil
 }
 
 // Attach converges every hook to this process's programs: it updates each

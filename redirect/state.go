@@ -117,9 +117,10 @@ func (r *Redirector) Apply(s State) error {
 	return nil
 }
 
-// maxCgroupLevel is the deepest level the kernel searches for a label
-// (MAX_CGROUP_DEPTH - 1 in redirect.c).
-const maxCgroupLevel = 31
+// MaxLabelLevel is the deepest level of the cgroup tree (the root is 0)
+// at which the kernel programs look for labels (MAX_CGROUP_DEPTH - 1 in
+// redirect.c).
+const MaxLabelLevel = 31
 
 // skipLevels is the kernel's unlabelled_levels mask for s: a bit for each
 // level 1..31 that holds none of s's labelled cgroups.
@@ -127,7 +128,7 @@ func skipLevels(s State) uint32 {
 	var labelled uint32
 	for id := range s.Cgroups {
 		l, ok := s.Levels[id]
-		if !ok || l < 1 || l > maxCgroupLevel {
+		if !ok || l < 1 || l > MaxLabelLevel {
 			return 0 // unknown depth: search everywhere
 		}
 		labelled |= 1 << l

@@ -230,14 +230,12 @@ func (l *localAuthenticator) Authenticate(r *http.Request) (approvals.Approver, 
 // policy) holds pid, "" for none. A process it cannot place counts as an
 // agent: fail closed.
 func (l *localAuthenticator) agentOf(pid int) string {
-	if a, err := selfInAgentCgroup(l.mount, pid); err != nil {
-		return "unknown (cgroup unreadable)"
-	} else if a != "" {
-		return a
-	}
 	rel, err := redirect.CgroupOf(pid)
 	if err != nil {
 		return "unknown (cgroup unreadable)"
+	}
+	if a := labelledAncestor(l.mount, rel); a != "" {
+		return a
 	}
 	for _, ag := range l.pol().Agents() {
 		for _, c := range ag.Cgroups {

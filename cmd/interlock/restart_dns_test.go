@@ -4,7 +4,6 @@ package main
 // failed while the problem it names existed.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -26,29 +25,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func testListen(t *testing.T, network, addr, reply string) *net.TCPListener {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				bufio.NewReader(c).ReadString('\n')
-				c.Write([]byte(reply))
-			}()
-		}
-	}()
-	return ln.(*net.TCPListener)
-}
-
 // A target given by DNS name: the previous run resolved it and its
 // addresses are in the pinned targets map. The daemon restarts while DNS
 // fails: resolve() keeps "previous addresses", but a new process has none,
@@ -61,9 +37,9 @@ func TestPrivilegedRestartDuringDNSOutageKeepsTarget(t *testing.T) {
 	harness.RequirePrivileged(t)
 	cg := harness.NewCgroups(t)
 	pinDir := harness.PinDir(t)
-	eng4 := testListen(t, "tcp4", "127.0.0.1:0", "engine\n")
-	eng6 := testListen(t, "tcp6", "[::1]:0", "engine\n")
-	target := testListen(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
+	eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
+	eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
+	target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
 	rcfg := redirect.Config{
 		CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
 		EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),

@@ -72,16 +72,22 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("redirect.guard_cgroup: %w", err)
 		}
 	}
-	if agent, err := selfInAgentCgroup(mount, os.Getpid()); err != nil {
+	own, err := redirect.OwnCgroup() // the host's view, also in a pod
+	if err != nil {
 		return err
-	} else if agent != "" {
+	}
+	if agent := labelledAncestor(mount, own); agent != "" {
 		return fmt.Errorf("the daemon runs inside a cgroup labelled as agent %q; run it outside every agent cgroup", agent)
 	}
 	// Pinned programs from an earlier run let only the engine's cgroup
 	// bind its ports: tell them which one that is now, before any listener.
-	if err := redirect.ClaimEnginePorts(cfg.Redirect.PinDir, mount); errors.Is(err, redirect.ErrSharedCgroup) {
+	engineCg, err := redirect.EngineCgroup(mount, own)
+	if errors.Is(err, redirect.ErrSharedCgroup) {
 		log.Warn("engine port guard", "error", err)
 	} else if err != nil {
+		return err
+	}
+	if err := redirect.ClaimEnginePorts(cfg.Redirect.PinDir, engineCg); err != nil {
 		return err
 	}
 
@@ -160,7 +166,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 
 	r, err := redirect.Load(redirect.Config{
 		CgroupPath: attach, GuardCgroupPath: guard, PinDir: cfg.Redirect.PinDir,
-		EnginePort4: p4, EnginePort6: p6, Mark: mark, Log: log,
+		EnginePort4: p4, EnginePort6: p6, Mark: mark, EngineCgroup: engineCg, Log: log,
 	})
 	if err != nil {
 		return err

@@ -79,7 +79,7 @@ func (k *kernelSync) tick(ctx context.Context) error {
 			k.log.Error("refusing to treat the root cgroup as an agent; remove its label", "agent", l.Agent)
 			continue
 		}
-		level := strings.Count(l.Path, "/")
+		level := l.Level()
 		if level > redirect.MaxLabelLevel && !k.warnedDeep[l.ID] {
 			// Set around `interlock label` (which refuses it): the kernel
 			// does not search that deep, so these processes are not agents.
@@ -197,16 +197,23 @@ func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
 
 // run ticks until ctx is done.
 func (k *kernelSync) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+	repeat(ctx, every, func() {
+		if err := k.tick(ctx); err != nil {
+			k.log.Error("kernel sync failed; retrying", "error", err)
+		}
+	})
+}
+
+// repeat calls f every d until ctx is done.
+func repeat(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := k.tick(ctx); err != nil {
-				k.log.Error("kernel sync failed; retrying", "error", err)
-			}
+			f()
 		}
 	}
 }
@@ -218,24 +225,19 @@ func (k *kernelSync) snapshot() (redirect.State, []redirect.LabelledCgroup) {
 	return k.last, append([]redirect.LabelledCgroup(nil), k.labels...)
 }
 
-// selfInAgentCgroup refuses to run the engine inside an agent cgroup: its
-// own dials would be redirected to itself, and agents could reach its API.
-func selfInAgentCgroup(mount string, pid int) (string, error) {
-	rel, err := redirect.CgroupOf(pid)
-	if pid == os.Getpid() {
-		rel, err = redirect.OwnCgroup() // the host's view, also in a pod
-	}
-	if err != nil {
-		return "", err
-	}
+// labelledAncestor returns the agent label of the cgroup rel (relative to
+// mount) or of its nearest labelled ancestor, "" for none. The daemon
+// refuses to run inside an agent cgroup: its own dials would be redirected
+// to itself, and agents could reach its API.
+func labelledAncestor(mount, rel string) string {
 	p := filepath.Join(mount, rel)
 	for strings.HasPrefix(p, mount) && p != mount {
 		if l, _ := redirect.Label(p); l != "" {
-			return l, nil
+			return l
 		}
 		p = filepath.Dir(p)
 	}
-	return "", nil
+	return ""
 }
 
 // sweepInterval is how often the kernel's redirect records are swept: a
@@ -246,21 +248,14 @@ const sweepInterval = 30 * time.Second
 // reset before the engine looked them up, or made while it was down), so
 // that agents cannot fill the record map with them.
 func sweepRecords(ctx context.Context, r *redirect.Redirector, srv *engine.Server, log *slog.Logger) {
-	t := time.NewTicker(sweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := r.Sweep(srv.RecordCookies)
-			if err != nil {
-				log.Warn("sweeping redirect records failed", "error", err)
-			} else if n > 0 {
-				log.Debug("swept redirect records without a session", "records", n)
-			}
+	repeat(ctx, sweepInterval, func() {
+		n, err := r.Sweep(srv.RecordCookies)
+		if err != nil {
+			log.Warn("sweeping redirect records failed", "error", err)
+		} else if n > 0 {
+			log.Debug("swept redirect records without a session", "records", n)
 		}
-	}
+	})
 }
 
 // warnEphemeralPorts warns when an engine port lies in the kernel's

@@ -210,14 +210,7 @@ func (l *SessionLog) Failed(code, message string) {
 // before anything was sent): its result is a refusal with this code and
 // message, and it no longer waits for the target's answer.
 func (l *SessionLog) Withdrawn(n int, code, message string) {
-	l.mu.Lock()
-	for i, p := range l.pending {
-		if p.n == n {
-			l.pending = append(l.pending[:i], l.pending[i+1:]...)
-			break
-		}
-	}
-	l.mu.Unlock()
+	l.Unpend(n)
 	l.r.Enqueue(TypeResult, l.ID, &Result{N: n, Code: code, Message: message, Refused: true})
 }
 

@@ -119,15 +119,31 @@ type parsedStmt struct {
 	// under: a Bind in another state (a statement prepared inside a
 	// transaction block, run after its COMMIT) is decided again when a
 	// rule tests in_transaction.
-	inTx, txSure bool
-	tx           txEffect // what executing it does to the transaction state
-	recordN      int      // its statement record, see Superseder
+	decidedIn txState
+	effect    txEffect // what executing it does to the transaction state
+	recordN   int      // its statement record, see Superseder
 }
 
 // portalTx is what the transaction tracking knows of a bound portal.
 type portalTx struct {
-	effect       txEffect
-	inTx, txSure bool // the state at its Bind, which its decision is for
+	effect  txEffect
+	boundIn txState // the state at its Bind, which its decision is for
+}
+
+// txState is the transaction state a statement is decided in: inTx, and
+// whether that is certain (see txCertain).
+type txState struct{ inTx, sure bool }
+
+// same reports whether two states are certainly the same.
+func (a txState) same(b txState) bool { return a.sure && b.sure && a.inTx == b.inTx }
+
+// txState reads the state the next statement runs in. The answered count
+// comes first: the server side stores the status before it counts the
+// answer, so a status read after "all answered" is current. counted is as
+// for txCertain.
+func (ss *session) txState(counted int64) txState {
+	sure := ss.txCertain(counted)
+	return txState{inTx: ss.inTransaction(), sure: sure}
 }
 
 // txEffect is what executing a statement does to the transaction state.
@@ -537,11 +553,7 @@ func (ss *session) queryInSegment() {
 // decided for the state at its Bind.
 func (ss *session) txMovedSinceBind(portal string) *pgproto3.ErrorResponse {
 	pt, ok := ss.portalTx[portal]
-	if !ok || !ss.h.cfg.Policy().ConditionsOnTransaction() {
-		return nil
-	}
-	sure := ss.txCertain(0)
-	if pt.txSure && sure && pt.inTx == ss.inTransaction() {
+	if !ok || !ss.h.cfg.Policy().ConditionsOnTransaction() || pt.boundIn.same(ss.txState(0)) {
 		return nil
 	}
 	return refusal("the transaction state changed between this portal's Bind and its Execute, and the policy decides by it: bind the statement after the BEGIN or COMMIT", "")

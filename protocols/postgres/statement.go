@@ -40,6 +40,10 @@ type decision struct {
 	// recordN is the recording's number for a single statement (0: not
 	// recorded), see Superseder.
 	recordN int
+	// tx is the transaction state the first statement was decided in,
+	// effect what executing a single statement does to it.
+	tx     txState
+	effect txEffect
 }
 
 // decide classifies sql, asks the policy about every statement and tells
@@ -56,10 +60,8 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	if path == PathSimple {
 		counted = 1
 	}
-	// Answered count first: the server side stores the status before it
-	// counts the answer, so a status read after "all answered" is current.
-	txSure := ss.txCertain(counted)
-	inTx := ss.inTransaction()
+	tx := ss.txState(counted)
+	inTx, txSure := tx.inTx, tx.sure
 	type decided struct {
 		op     policy.Operation
 		d      policy.Decision
@@ -249,6 +251,7 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 	if len(evs) == 1 {
 		out.recordN = evs[0].recordN
 	}
+	out.tx, out.effect = tx, txEffectOf(cl)
 	if out.refuse == nil && mask != nil {
 		for _, spec := range specs {
 			ss.noteMask(spec)
@@ -600,9 +603,7 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 		return ss.forward(&pgproto3.Parse{Name: upstream, Query: ss.block(e)})
 	}
 	pol := ss.h.cfg.Policy()
-	txSure := ss.txCertain(0) // what decide uses
-	inTx := ss.inTransaction()
-	d, cl := ss.decide(ctx, m.Query, PathExtended)
+	d, _ := ss.decide(ctx, m.Query, PathExtended)
 	if d.terminate != nil {
 		return ss.terminate(d.terminate)
 	}
@@ -618,7 +619,7 @@ func (ss *session) parse(ctx context.Context, m *pgproto3.Parse) error {
 	}
 	ps := parsedFrom(d, m.Query, pol)
 	ps.syncs, ps.done, ps.upstream = ss.syncs, new(atomic.Bool), upstream
-	ps.inTx, ps.txSure, ps.tx, ps.recordN = inTx, txSure, txEffectOf(cl), d.recordN
+	ps.decidedIn, ps.effect, ps.recordN = d.tx, d.effect, d.recordN
 	ss.parsed[m.Name] = ps
 	query := m.Query
 	if d.rewrite != "" {
@@ -646,11 +647,7 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 	if p.blocked != nil || p.pol == nil {
 		return p, nil
 	}
-	txMoved := false
-	if pol.ConditionsOnTransaction() {
-		sure := ss.txCertain(0)
-		txMoved = !(p.txSure && sure && p.inTx == ss.inTransaction())
-	}
+	txMoved := pol.ConditionsOnTransaction() && !p.decidedIn.same(ss.txState(0))
 	if p.pol == pol && !txMoved {
 		return p, nil
 	}
@@ -671,9 +668,7 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 		// not wait for its result any more.
 		sup.Superseded(ss.s, p.recordN)
 	}
-	txSure := ss.txCertain(0)
-	inTx := ss.inTransaction()
-	d, cl := ss.decide(ctx, p.query, PathExtended)
+	d, _ := ss.decide(ctx, p.query, PathExtended)
 	if d.terminate != nil {
 		return p, ss.terminate(d.terminate)
 	}
@@ -684,7 +679,7 @@ func (ss *session) redecide(ctx context.Context, name string, p parsedStmt) (par
 		p = parsedStmt{blocked: d.refuse}
 	} else {
 		p = parsedFrom(d, p.query, pol)
-		p.inTx, p.txSure, p.tx, p.recordN = inTx, txSure, txEffectOf(cl), d.recordN
+		p.decidedIn, p.effect, p.recordN = d.tx, d.effect, d.recordN
 	}
 	p.syncs, p.done, p.upstream = syncs, done, upstream
 	ss.parsed[name] = p
@@ -737,10 +732,9 @@ func (ss *session) bind(ctx context.Context, m *pgproto3.Bind) error {
 	if ss.portalTx == nil {
 		ss.portalTx = map[string]portalTx{}
 	}
-	pt := portalTx{effect: txKeeps, txSure: ss.txCertain(0)}
-	pt.inTx = ss.inTransaction()
+	pt := portalTx{effect: txKeeps, boundIn: ss.txState(0)}
 	if ok && p.blocked == nil {
-		pt.effect = p.tx
+		pt.effect = p.effect
 	}
 	ss.portalTx[m.DestinationPortal] = pt
 	if ss.ms != nil {
@@ -805,9 +799,9 @@ func (ss *session) bindSQLPrepared(name string, sp sqlPrepared) *pgproto3.ErrorR
 	// read what no mask covers.
 	op.Objects = catalogReads(slices.Clone(sp.op.Objects))
 	op.Agent, op.Target, op.Protocol, op.Roles = ss.s.Identity.Agent, ss.target.Name, policy.ProtocolPostgres, pol.AgentRoles(ss.s.Identity.Agent)
-	sure := ss.txCertain(0)
-	op.Attrs.InTransaction = ss.inTransaction()
-	d := ss.decideOp(pol, &op, sure)
+	tx := ss.txState(0)
+	op.Attrs.InTransaction = tx.inTx
+	d := ss.decideOp(pol, &op, tx.sure)
 	if d.Verdict == policy.VerdictApprove {
 		return refusal(fmt.Sprintf("prepared statement %q needs a human approval (rule %s): run it with EXECUTE", name, d.RuleID), d.RuleID)
 	}
@@ -841,9 +835,9 @@ func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) e
 		Roles: pol.AgentRoles(ss.s.Identity.Agent), Action: policy.ActionExecute,
 		Objects: []policy.Object{{Kind: policy.KindFunction, Name: "fastpath." + strconv.FormatUint(uint64(m.Function), 10), Action: policy.ActionExecute}},
 	}
-	sure := ss.txCertain(1)
-	op.Attrs.InTransaction = ss.inTransaction()
-	d := ss.decideOp(pol, &op, sure)
+	tx := ss.txState(1)
+	op.Attrs.InTransaction = tx.inTx
+	d := ss.decideOp(pol, &op, tx.sure)
 	refuse := ss.verdict(&d)
 	ev := StatementEvent{Text: fmt.Sprintf("<fastpath function call oid=%d>", m.Function), Path: PathFastpath, Op: op, Decision: d, Forwarded: refuse == nil, Notify: ss.notice}
 	if err := ss.h.cfg.Observer.Decided(ctx, ss.s, &ev); err != nil {

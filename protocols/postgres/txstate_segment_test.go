@@ -62,16 +62,7 @@ func TestQueryInsideSegmentOpensBlock(t *testing.T) {
 }
 
 // txBlockPolicy: DELETE allowed, but not inside a transaction block.
-const txBlockPolicy = `version: 1
-targets:
-  - {name: db, protocol: postgres, address: "127.0.0.1:5432", credentials: {user: app, password_env: X}}
-agents:
-  - {name: analyst, roles: [analyst]}
-roles:
-  - name: analyst
-    rules:
-      - {id: tx, actions: [transaction], decision: allow}
-      - {id: delete, actions: [delete], tables: [public.orders], decision: allow}
+const txBlockPolicy = txPolicyHead + `      - {id: delete, actions: [delete], tables: [public.orders], decision: allow}
       - {id: no-delete-in-tx, actions: [delete], tables: [public.orders], when: {in_transaction: true}, decision: block}
 `
 
@@ -102,16 +93,7 @@ func TestPortalBoundBeforeBeginExecutedInside(t *testing.T) {
 
 // txBothPolicy: DELETE allowed in and out of transactions, but a rule tests
 // in_transaction, so a Bind in another state than its Parse decides again.
-const txBothPolicy = `version: 1
-targets:
-  - {name: db, protocol: postgres, address: "127.0.0.1:5432", credentials: {user: app, password_env: X}}
-agents:
-  - {name: analyst, roles: [analyst]}
-roles:
-  - name: analyst
-    rules:
-      - {id: tx, actions: [transaction], decision: allow}
-      - {id: read, actions: [select], decision: allow}
+const txBothPolicy = txPolicyHead + `      - {id: read, actions: [select], decision: allow}
       - {id: delete, actions: [delete], tables: [public.orders], decision: allow}
       - {id: delete-in-tx, actions: [delete], tables: [public.orders], when: {in_transaction: true}, decision: allow}
 `

@@ -8,7 +8,12 @@ import (
 )
 
 // txPolicy allows a DELETE only inside a transaction block.
-const txPolicy = `version: 1
+const txPolicy = txPolicyHead + `      - {id: delete-in-tx, actions: [delete], tables: [public.orders], when: {in_transaction: true}, decision: allow}
+`
+
+// txPolicyHead is the transaction tests' policy up to the analyst's rules,
+// with transaction control allowed.
+const txPolicyHead = `version: 1
 targets:
   - {name: db, protocol: postgres, address: "127.0.0.1:5432", credentials: {user: app, password_env: X}}
 agents:
@@ -17,7 +22,6 @@ roles:
   - name: analyst
     rules:
       - {id: tx, actions: [transaction], decision: allow}
-      - {id: delete-in-tx, actions: [delete], tables: [public.orders], when: {in_transaction: true}, decision: allow}
 `
 
 // TestPipelinedStatementInTransactionIsNotGuessed: in_transaction comes
