@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Origin is what the kernel recorded about a redirected connection.
@@ -87,11 +89,39 @@ func enrich(id *Identity) {
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", id.PID)); err == nil {
 		id.Exe = exe
 	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", id.PID)); err == nil {
+	if b, err := readProc(fmt.Sprintf("/proc/%d/cgroup", id.PID)); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if p, ok := strings.CutPrefix(line, "0::"); ok {
 				id.CgroupPath = p
 			}
 		}
+	}
+}
+
+// readProc reads a small /proc file with plain syscalls: os.ReadFile costs
+// nine per file (it probes whether the network poller can take the file
+// and sizes its buffer), and this runs once per session.
+func readProc(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 1024)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
 	}
 }

@@ -74,6 +74,7 @@ type Server struct {
 	handlers map[string]Handler
 	metrics  *Metrics
 	dialer   *net.Dialer
+	pid      int // the daemon's own
 
 	ln4, ln6 *net.TCPListener
 	nextID   atomic.Uint64
@@ -98,6 +99,7 @@ func NewServer(cfg Config, origins OriginLookup, dir Directory, handlers map[str
 	return &Server{
 		cfg: cfg, origins: origins, dir: dir, handlers: handlers, metrics: m,
 		dialer:   newDialer(cfg.Mark, cfg.DialTimeout),
+		pid:      os.Getpid(),
 		sessions: map[uint64]*sessionEntry{},
 	}, nil
 }
@@ -131,7 +133,10 @@ func listen(network, addr string, mark uint32) (*net.TCPListener, error) {
 		}
 		return err
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	// No TCP keepalive on accepted connections (Go's default, four
+	// setsockopt calls each): the agent is a local process, whose sockets
+	// the kernel closes when it dies.
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 		if mark == 0 {
 			return nil
 		}
@@ -248,7 +253,7 @@ func (s *Server) handle(ctx context.Context, c *net.TCPConn) {
 			s.cfg.Log.Warn("cannot delete redirect record", "peer", peer, "error", err)
 		}
 	}()
-	if int(o.PID) == os.Getpid() {
+	if int(o.PID) == s.pid {
 		// The engine's own upstream dial came back: it runs in an agent
 		// cgroup (moved there after it started). Relaying it would loop.
 		s.metrics.Connections.WithLabelValues("", "", "", VerdictNoRecord).Inc()
