@@ -117,12 +117,15 @@ By default the public key comes from the local signing key; --pubkey takes a PEM
 				fmt.Fprintln(out, "ok: the recording is empty")
 				return nil
 			}
-			fmt.Fprintf(out, "ok: records %d..%d (%d records, %d checkpoints) chain and signatures verify\n", rep.First, rep.Last, rep.Records, rep.Checkpoints)
+			fmt.Fprintf(out, "ok: host %s: records %d..%d (%d records, %d checkpoints) chain and signatures verify\n", rep.Host, rep.First, rep.Last, rep.Records, rep.Checkpoints)
 			if rep.Head != nil {
 				fmt.Fprintf(out, "signed head: seq %d at %s, key %s\n", rep.Head.Seq, rep.Head.Time.Format(time.RFC3339), rep.Head.Key)
 			}
 			if rep.Unsigned > 0 {
 				fmt.Fprintf(out, "note: the last %d records (after seq %d) are chained but not yet covered by a signed checkpoint\n", rep.Unsigned, rep.Signed)
+			}
+			for _, u := range rep.Unwitnessed {
+				fmt.Fprintf(out, "warning: records %d..%d were found unsigned when the daemon started and are signed as found: written before a crash, or added while it was down\n", u[0], u[1])
 			}
 			return nil
 		},

@@ -144,6 +144,15 @@ type Checkpoint struct {
 	Seq      uint64 `json:"seq"`
 	Hash     string `json:"hash"`
 	FirstSeq uint64 `json:"first_seq"`
-	Key      string `json:"key"` // key id: hex of the first 8 bytes of SHA-256(public key)
-	Sig      string `json:"sig"` // base64 ed25519 signature of checkpointMessage
+	// Adopted is set on the first checkpoint of a run that found the chain
+	// ending with records no checkpoint covered (a crash, or records
+	// someone else appended): the last of them. The signature covers
+	// them as found, not as written by this run; Verify reports them.
+	Adopted uint64 `json:"adopted,omitempty"`
+	// TimeNS is the checkpoint record's time (Unix nanoseconds), signed:
+	// retention judges a sealed segment's age by it, which whoever can
+	// touch the files cannot move. Zero in checkpoints of earlier versions.
+	TimeNS int64  `json:"time_ns,omitempty"`
+	Key    string `json:"key"` // key id: hex of the first 8 bytes of SHA-256(public key)
+	Sig    string `json:"sig"` // base64 ed25519 signature of checkpointMessage
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,12 @@ type FilesConfig struct {
 type segment struct {
 	name  string
 	first uint64
+	// Of a sealed segment, found once (sealInfo): the length of its data
+	// and the signed time of its sealing checkpoint (zero: unknown, so
+	// never old).
+	sealKnown bool
+	sealSize  int64
+	sealTime  time.Time
 }
 
 const (
@@ -468,27 +475,30 @@ func (s *Files) rotate(ctx context.Context, checkpoint *Record) error {
 	return nil
 }
 
-func (s *Files) retention(now time.Time) ([]string, uint64) {
+func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfg.RetentionAge <= 0 && s.cfg.RetentionSize <= 0 {
 		return nil, 0
 	}
+	// Sizes and ages come from the records, not from the files' metadata:
+	// whoever can write the directory can backdate a file or pad it with
+	// NULs, and retention would then remove recent records and sign it.
 	sizes := make([]int64, len(s.segs))
 	var total int64
-	for i, sg := range s.segs {
-		if sg.name == s.curName {
+	for i := range s.segs {
+		if s.segs[i].name == s.curName {
 			sizes[i] = s.off
-		} else if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil {
-			sizes[i] = st.Size()
+		} else {
+			s.sealInfo(&s.segs[i], pub)
+			sizes[i] = s.segs[i].sealSize
 		}
 		total += sizes[i]
 	}
 	var victims []string
 	var first uint64
 	for i, sg := range s.segs[:len(s.segs)-1] { // never the current segment
-		st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name))
-		old := err == nil && s.cfg.RetentionAge > 0 && now.Sub(st.ModTime()) > s.cfg.RetentionAge
+		old := s.cfg.RetentionAge > 0 && !sg.sealTime.IsZero() && now.Sub(sg.sealTime) > s.cfg.RetentionAge
 		big := s.cfg.RetentionSize > 0 && total > s.cfg.RetentionSize
 		if !old && !big {
 			break
@@ -498,6 +508,47 @@ func (s *Files) retention(now time.Time) ([]string, uint64) {
 		first = s.segs[i+1].first
 	}
 	return victims, first
+}
+
+// sealInfo fills in a sealed segment's data length and the time of its
+// last record, a checkpoint whose signature (by pub) covers its time. A
+// checkpoint of an earlier version, which signed no time, gives its
+// record's time; anything else leaves the time unknown, and the segment
+// is then never removed for its age (verify reports why).
+func (s *Files) sealInfo(sg *segment, pub ed25519.PublicKey) {
+	if sg.sealKnown {
+		return
+	}
+	sg.sealKnown = true
+	f, err := os.Open(filepath.Join(s.cfg.Dir, sg.name))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	end, _, err := dataEnd(f)
+	if err != nil {
+		return
+	}
+	sg.sealSize = end
+	tail := make([]byte, min(end, 64<<10))
+	if _, err := f.ReadAt(tail, end-int64(len(tail))); err != nil {
+		return
+	}
+	tail = bytes.TrimSuffix(tail, []byte("\n"))
+	rec, err := ParseRecord(tail[bytes.LastIndexByte(tail, '\n')+1:])
+	if err != nil || rec.Type != TypeCheckpoint {
+		return
+	}
+	var c Checkpoint
+	if rec.Decode(&c) != nil || !c.verify(pub, rec.Host) {
+		return
+	}
+	switch {
+	case c.TimeNS != 0:
+		sg.sealTime = time.Unix(0, c.TimeNS)
+	default:
+		sg.sealTime = rec.Time
+	}
 }
 
 func (s *Files) remove(victims []string) error {
@@ -547,6 +598,14 @@ func (s *Files) Scan(ctx context.Context, f Filter, fn func(*Record, string, err
 		err := s.scanSegment(sg.name, func(line []byte, n int) error {
 			if err := ctx.Err(); err != nil {
 				return err
+			}
+			if n == 1 {
+				// The names place segments in the chain (and let a scan
+				// from a seq skip the ones before it): a segment whose
+				// name is not its first record's seq was renamed.
+				if rec, err := decodeRecord(append([]byte(nil), line...)); err == nil && rec.Seq != sg.first {
+					return fn(nil, fmt.Sprintf("%s:%d", sg.name, n), fmt.Errorf("segment %s is named for seq %d but begins with seq %d (renamed)", sg.name, sg.first, rec.Seq))
+				}
 			}
 			// Cheap pre-filters before decoding (the needles cannot
 			// occur inside the data's escaped strings unquoted).

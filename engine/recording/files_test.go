@@ -163,21 +163,23 @@ func TestFilesTornTail(t *testing.T) {
 	mustVerify(t, st2)
 }
 
-// TestFilesRetentionByAge: sealed segments last written before
-// RetentionAge go at the next rotation; the chain still verifies.
+// TestFilesRetentionByAge: sealed segments whose sealing checkpoint is
+// older than RetentionAge go at the next retention run; the chain still
+// verifies.
 func TestFilesRetentionByAge(t *testing.T) {
 	dir := t.TempDir()
-	cfg := FilesConfig{Dir: dir, SegmentSize: 4 << 10, RetentionAge: time.Hour, Log: quietLog()}
+	const age = 300 * time.Millisecond
+	cfg := FilesConfig{Dir: dir, SegmentSize: 4 << 10, RetentionAge: age, Log: quietLog()}
 	st, _ := OpenFiles(cfg)
 	r := openRecorder(t, st, nil)
 	writeSessions(t, r, 3, 8)
 	r.Close()
 	ro, _ := OpenFilesReadOnly(dir)
-	old := ro.segs[:2]
-	for _, sg := range old {
-		past := time.Now().Add(-2 * time.Hour)
-		os.Chtimes(filepath.Join(dir, sg.name), past, past)
+	old := ro.segs[:len(ro.segs)-1]
+	if len(old) < 2 {
+		t.Fatalf("want ≥ 2 sealed segments, got %d", len(old))
 	}
+	time.Sleep(age + 100*time.Millisecond)
 	st, _ = OpenFiles(cfg) // retention runs at start
 	r = openRecorder(t, st, nil)
 	writeSessions(t, r, 1, 2)
@@ -190,6 +192,61 @@ func TestFilesRetentionByAge(t *testing.T) {
 	ro, _ = OpenFilesReadOnly(dir)
 	if rep := mustVerify(t, ro); rep.First != ro.segs[0].first || rep.Head.FirstSeq != rep.First {
 		t.Errorf("after retention: chain from %d, head first_seq %d", rep.First, rep.Head.FirstSeq)
+	}
+}
+
+// TestFilesRetentionIgnoresFileMetadata: a segment's age and size come
+// from its records, not from the file: backdating segments or padding
+// them with NULs (which readers skip) makes retention remove nothing.
+func TestFilesRetentionIgnoresFileMetadata(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    FilesConfig
+		tamper func(t *testing.T, path string)
+	}{
+		{"backdated", FilesConfig{RetentionAge: 30 * 24 * time.Hour}, func(t *testing.T, path string) {
+			past := time.Now().Add(-365 * 24 * time.Hour)
+			if err := os.Chtimes(path, past, past); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"padded", FilesConfig{RetentionSize: 1 << 20}, func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Write(make([]byte, 2<<20)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.Dir, cfg.SegmentSize, cfg.Log = t.TempDir(), 4<<10, quietLog()
+			st, err := OpenFiles(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := openRecorder(t, st, nil)
+			writeSessions(t, r, 3, 8)
+			r.Close()
+			ro, _ := OpenFilesReadOnly(cfg.Dir)
+			segs := ro.segs
+			for _, sg := range segs[:len(segs)-1] {
+				tc.tamper(t, filepath.Join(cfg.Dir, sg.name))
+			}
+			st, err = OpenFiles(cfg) // retention runs at start
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = openRecorder(t, st, nil)
+			writeSessions(t, r, 1, 1)
+			r.Close()
+			if _, err := os.Stat(filepath.Join(cfg.Dir, segs[0].name)); err != nil {
+				t.Fatalf("retention removed %s, written just now: %v", segs[0].name, err)
+			}
+		})
 	}
 }
 

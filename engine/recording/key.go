@@ -115,7 +115,9 @@ func KeyID(pub ed25519.PublicKey) string {
 
 // Head is the latest signed checkpoint, kept outside the chain (a file
 // rewritten atomically, or an append-only table): the chain must reach
-// Seq with Hash, and may start no later than FirstSeq.
+// Seq with Hash, and may start no later than FirstSeq. Its signature is
+// its own (headMessage), so that no checkpoint in the chain can be turned
+// into a head for a chain truncated after it.
 type Head struct {
 	Host     string    `json:"host"`
 	Seq      uint64    `json:"seq"`
@@ -127,22 +129,50 @@ type Head struct {
 }
 
 // checkpointMessage is the byte string a checkpoint's signature covers.
-func checkpointMessage(host string, seq uint64, hash string, firstSeq uint64) []byte {
-	return []byte("interlock-checkpoint-v1\n" + host + "\n" + strconv.FormatUint(seq, 10) + "\n" + hash + "\n" + strconv.FormatUint(firstSeq, 10))
+// Checkpoints of earlier versions (no adopted tail, no time) keep the
+// first version's message, so that their chains still verify; removing
+// the fields from a later checkpoint breaks its signature.
+func checkpointMessage(host string, c *Checkpoint) []byte {
+	m := host + "\n" + strconv.FormatUint(c.Seq, 10) + "\n" + c.Hash + "\n" + strconv.FormatUint(c.FirstSeq, 10)
+	if c.Adopted == 0 && c.TimeNS == 0 {
+		return []byte("interlock-checkpoint-v1\n" + m)
+	}
+	return []byte("interlock-checkpoint-v2\n" + m + "\n" + strconv.FormatUint(c.Adopted, 10) + "\n" + strconv.FormatInt(c.TimeNS, 10))
 }
 
-func sign(priv ed25519.PrivateKey, host string, seq uint64, hash string, firstSeq uint64) Checkpoint {
+// headMessage is the byte string a head's signature covers.
+func headMessage(h *Head) []byte {
+	return []byte("interlock-head-v1\n" + h.Host + "\n" + strconv.FormatUint(h.Seq, 10) + "\n" + h.Hash + "\n" +
+		strconv.FormatUint(h.FirstSeq, 10) + "\n" + strconv.FormatInt(h.Time.UnixNano(), 10))
+}
+
+func sign(priv ed25519.PrivateKey, host string, seq uint64, hash string, firstSeq, adopted uint64, now time.Time) Checkpoint {
 	pub := priv.Public().(ed25519.PublicKey)
-	sig := ed25519.Sign(priv, checkpointMessage(host, seq, hash, firstSeq))
-	return Checkpoint{Seq: seq, Hash: hash, FirstSeq: firstSeq, Key: KeyID(pub), Sig: base64.StdEncoding.EncodeToString(sig)}
+	c := Checkpoint{Seq: seq, Hash: hash, FirstSeq: firstSeq, Adopted: adopted, TimeNS: now.UnixNano(), Key: KeyID(pub)}
+	c.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, checkpointMessage(host, &c)))
+	return c
 }
 
 func (c *Checkpoint) verify(pub ed25519.PublicKey, host string) bool {
 	sig, err := base64.StdEncoding.DecodeString(c.Sig)
-	return err == nil && ed25519.Verify(pub, checkpointMessage(host, c.Seq, c.Hash, c.FirstSeq), sig)
+	return err == nil && ed25519.Verify(pub, checkpointMessage(host, c), sig)
+}
+
+// signHead signs h (its Key and Sig are set).
+func signHead(priv ed25519.PrivateKey, h *Head) {
+	h.Key = KeyID(priv.Public().(ed25519.PublicKey))
+	h.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, headMessage(h)))
 }
 
 func (h *Head) verify(pub ed25519.PublicKey) bool {
+	sig, err := base64.StdEncoding.DecodeString(h.Sig)
+	return err == nil && ed25519.Verify(pub, headMessage(h), sig)
+}
+
+// legacy reports whether h carries a checkpoint's signature, as heads of
+// earlier versions did: valid, but indistinguishable from a head rebuilt
+// from any checkpoint in the chain.
+func (h *Head) legacy(pub ed25519.PublicKey) bool {
 	c := Checkpoint{Seq: h.Seq, Hash: h.Hash, FirstSeq: h.FirstSeq, Sig: h.Sig}
 	return c.verify(pub, h.Host)
 }

@@ -270,9 +270,23 @@ func (s *Postgres) PutHead(ctx context.Context, h *Head) error {
 	b, _ := json.Marshal(h)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if _, err := conn.Exec(ctx, `INSERT INTO interlock_heads (host, seq, head) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, h.Host, int64(h.Seq), string(b)); err != nil {
+	tag, err := conn.Exec(ctx, `INSERT INTO interlock_heads (host, seq, head) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, h.Host, int64(h.Seq), string(b))
+	if err != nil {
 		s.drop(conn)
 		return fmt.Errorf("recording: write head to the postgres store: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		// Only this host writes its heads, one per checkpoint: a row
+		// already there is this head written before (a retry), or one
+		// someone else put there to keep this host's heads out.
+		var old string
+		if err := conn.QueryRow(ctx, `SELECT head FROM interlock_heads WHERE host = $1 AND seq = $2`, h.Host, int64(h.Seq)).Scan(&old); err != nil {
+			s.drop(conn)
+			return fmt.Errorf("recording: write head to the postgres store: %w", err)
+		}
+		if old != string(b) {
+			return fmt.Errorf("recording: the postgres store already holds a different head for host %s at seq %d (written by someone else); run `interlock audit verify`", h.Host, h.Seq)
+		}
 	}
 	return nil
 }
@@ -283,8 +297,11 @@ func (s *Postgres) Head(ctx context.Context, host string) (*Head, error) {
 	if err != nil {
 		return nil, err
 	}
-	var raw string
-	err = conn.QueryRow(ctx, `SELECT head FROM interlock_heads WHERE host = $1 ORDER BY seq DESC LIMIT 1`, host).Scan(&raw)
+	var (
+		raw string
+		seq int64
+	)
+	err = conn.QueryRow(ctx, `SELECT seq, head FROM interlock_heads WHERE host = $1 ORDER BY seq DESC LIMIT 1`, host).Scan(&seq, &raw)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -294,6 +311,13 @@ func (s *Postgres) Head(ctx context.Context, host string) (*Head, error) {
 	var h Head
 	if err := json.Unmarshal([]byte(raw), &h); err != nil {
 		return nil, fmt.Errorf("recording: head of host %s is damaged: %w", host, err)
+	}
+	// The row's columns pick the latest head; only the signed JSON says
+	// what it covers. A row whose columns disagree with it was not written
+	// by the host (a head filed under a higher seq would otherwise hide
+	// every later one).
+	if h.Host != host || h.Seq != uint64(seq) {
+		return nil, fmt.Errorf("recording: the latest head row of host %s (seq %d) holds a head of host %q at seq %d: the heads table was tampered with; run `interlock audit verify`", host, seq, h.Host, h.Seq)
 	}
 	return &h, nil
 }

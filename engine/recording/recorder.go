@@ -104,8 +104,10 @@ type Recorder struct {
 	uncovered      int       // records since the last checkpoint
 	uncoveredSince time.Time // time of the first of them
 	lastCheckpoint uint64    // seq of the last checkpoint record
+	adopted        uint64    // the last record found uncovered at Open (0: none), until a checkpoint says so
 	unsynced       bool      // SyncInterval: written since the last sync
 	syncFailing    bool      // the last sync failed (logged once a streak)
+	headErr        error     // the last checkpoint's head could not be written
 }
 
 type entry struct {
@@ -137,8 +139,12 @@ func Open(cfg Config) (*Recorder, error) {
 			r.lastCheckpoint = last.Seq
 		} else {
 			// The previous run ended without its final checkpoint (a
-			// crash): sign its tail at the next interval or close.
+			// crash), or someone appended records after it. Either way
+			// this run did not write them: its first checkpoint signs
+			// them as adopted (Verify reports them), at the next
+			// interval or close.
 			r.uncovered, r.uncoveredSince = 1, time.Now()
+			r.adopted = last.Seq
 		}
 	}
 	if head != nil {
@@ -149,12 +155,55 @@ func Open(cfg Config) (*Recorder, error) {
 			return nil, fmt.Errorf("recording: the last record (seq %d) does not match the signed head; run `interlock audit verify`", r.seq)
 		}
 	}
-	if rot, ok := cfg.Store.(rotator); ok {
-		r.first = rot.firstSeq()
+	if err := r.checkFirst(ctx, last, head); err != nil {
+		return nil, err
 	}
 	cfg.Metrics.Head.Set(float64(r.seq))
 	go r.run()
 	return r, nil
+}
+
+// checkFirst sets the first record the chain keeps from the signed head,
+// never from what the store holds (file names can be changed by whoever
+// can delete files), and refuses a chain that starts later than the head
+// allows, or that has signed checkpoints but no head: continuing it would
+// sign the deletion, or a truncation, as if it were retention.
+func (r *Recorder) checkFirst(ctx context.Context, last *Record, head *Head) error {
+	r.first = 1
+	if head != nil && head.FirstSeq > 1 {
+		r.first = head.FirstSeq
+	}
+	if last == nil {
+		return nil
+	}
+	stored := uint64(1)
+	if rot, ok := r.cfg.Store.(rotator); ok {
+		stored = rot.firstSeq()
+	}
+	if stored > r.first {
+		return fmt.Errorf("recording: the chain starts at seq %d but the signed head keeps records from seq %d: records %d..%d were deleted; run `interlock audit verify`", stored, r.first, r.first, stored-1)
+	}
+	if head != nil {
+		return nil
+	}
+	found := last.Type == TypeCheckpoint
+	if !found {
+		errFound := errors.New("found")
+		err := r.cfg.Store.Scan(ctx, Filter{Host: r.cfg.Host, Types: []Type{TypeCheckpoint}}, func(rec *Record, _ string, _ error) error {
+			if rec != nil {
+				return errFound
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFound) {
+			return err
+		}
+		found = errors.Is(err, errFound)
+	}
+	if found {
+		return errors.New("recording: the chain has signed checkpoints but no signed head: the head was removed (or the daemon stopped between its first checkpoint and its head), so a truncated tail cannot be ruled out; run `interlock audit verify`, and move the recordings aside to start a new chain")
+	}
+	return nil
 }
 
 // Host is the name of this recorder's chain.
@@ -389,7 +438,7 @@ func (r *Recorder) sync() error {
 
 // checkpoint builds the checkpoint record that follows (seq, hash).
 func (r *Recorder) checkpoint(seq uint64, hash string, first uint64, now time.Time) *Record {
-	cp := sign(r.cfg.Key, r.cfg.Host, seq, hash, first)
+	cp := sign(r.cfg.Key, r.cfg.Host, seq, hash, first, r.adopted, now)
 	data, _ := json.Marshal(cp)
 	rec := &Record{V: Version, Seq: seq + 1, Time: now, Host: r.cfg.Host, Type: TypeCheckpoint, Prev: hash, Data: data}
 	rec.encode()
@@ -420,26 +469,31 @@ func (r *Recorder) advance(recs []*Record, now time.Time) {
 	r.cfg.Metrics.Head.Set(float64(r.seq))
 	if cp != nil {
 		r.lastCheckpoint = cp.Seq
-		r.putHead(cp, now)
+		r.adopted = 0 // every checkpoint since Open carried it
+		r.headErr = r.putHead(cp, now)
 	}
 }
 
-func (r *Recorder) putHead(cp *Record, now time.Time) {
+// putHead signs and writes the head for a checkpoint just appended.
+func (r *Recorder) putHead(cp *Record, now time.Time) error {
 	if err := r.sync(); err != nil {
 		// A head past durable records would, after a power loss, make the
 		// chain look truncated; the previous head stays valid.
 		r.cfg.Log.Error("recording: signed head not updated: the records it would cover are not durable", "seq", cp.Seq, "error", err)
-		return
+		return err
 	}
 	var c Checkpoint
 	json.Unmarshal(cp.Data, &c)
-	h := &Head{Host: r.cfg.Host, Seq: c.Seq, Hash: c.Hash, FirstSeq: c.FirstSeq, Time: now, Key: c.Key, Sig: c.Sig}
+	h := &Head{Host: r.cfg.Host, Seq: c.Seq, Hash: c.Hash, FirstSeq: c.FirstSeq, Time: now.UTC()}
+	signHead(r.cfg.Key, h)
 	if err := r.cfg.Store.PutHead(context.Background(), h); err != nil {
 		// The chain is intact; only truncation after the previous head
 		// would go unnoticed until the next one is written.
 		r.cfg.Metrics.Errors.Inc()
 		r.cfg.Log.Error("recording: could not write the signed head", "error", err)
+		return err
 	}
+	return nil
 }
 
 // maybeRotate seals the current segment with a checkpoint when the batch
@@ -475,7 +529,7 @@ func (r *Recorder) retain() {
 	if !ok {
 		return
 	}
-	victims, first := rot.retention(time.Now())
+	victims, first := rot.retention(time.Now(), r.cfg.Key.Public().(ed25519.PublicKey))
 	if len(victims) == 0 {
 		return
 	}
@@ -488,6 +542,12 @@ func (r *Recorder) retain() {
 	}
 	r.first = first
 	r.advance([]*Record{cp}, now)
+	if r.headErr != nil {
+		// Until a head announces the new first record, removing the
+		// segments would read as deletion (and the next start refuses).
+		r.cfg.Log.Error("recording: retention postponed: the head announcing it could not be written", "error", r.headErr)
+		return
+	}
 	if err := rot.remove(victims); err != nil {
 		r.cfg.Log.Error("recording: retention could not remove segments", "error", err)
 	}

@@ -2,6 +2,7 @@ package recording
 
 import (
 	"context"
+	"crypto/ed25519"
 	"time"
 )
 
@@ -72,8 +73,9 @@ type rotator interface {
 	// then starts a new segment; on error nothing was written.
 	rotate(ctx context.Context, checkpoint *Record) error
 	// retention returns the segments that retention would remove now
-	// and the first seq of what stays (0: nothing to remove).
-	retention(now time.Time) (victims []string, firstSeq uint64)
+	// and the first seq of what stays (0: nothing to remove). A sealed
+	// segment's age is that of its sealing checkpoint, signed by pub.
+	retention(now time.Time, pub ed25519.PublicKey) (victims []string, firstSeq uint64)
 	remove(victims []string) error
 	// firstSeq is the first seq still stored.
 	firstSeq() uint64

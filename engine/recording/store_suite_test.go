@@ -2,6 +2,7 @@ package recording
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -459,9 +460,11 @@ func (o syncOrderRotator) rotate(ctx context.Context, cp *Record) error {
 	return err
 }
 
-func (o syncOrderRotator) retention(now time.Time) ([]string, uint64) { return o.rot.retention(now) }
-func (o syncOrderRotator) remove(victims []string) error              { return o.rot.remove(victims) }
-func (o syncOrderRotator) firstSeq() uint64                           { return o.rot.firstSeq() }
+func (o syncOrderRotator) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint64) {
+	return o.rot.retention(now, pub)
+}
+func (o syncOrderRotator) remove(victims []string) error { return o.rot.remove(victims) }
+func (o syncOrderRotator) firstSeq() uint64              { return o.rot.firstSeq() }
 
 func waitFor(d time.Duration, cond func() bool) bool {
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(time.Millisecond) {

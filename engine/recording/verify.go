@@ -29,7 +29,11 @@ type VerifyReport struct {
 	// after it are protected by the hash chain alone (Unsigned of them).
 	Signed   uint64
 	Unsigned int
-	Head     *Head
+	// Unwitnessed are the ranges of records (first, last) that a restarted
+	// daemon found after the last checkpoint and signed as found: written
+	// before a crash, or appended by someone else while it was down.
+	Unwitnessed [][2]uint64
+	Head        *Head
 }
 
 // Verify walks a chain and returns the first record that breaks it as a
@@ -38,7 +42,9 @@ type VerifyReport struct {
 // whose prev is not the previous record's hash (inserted, replaced), a
 // checkpoint whose signature or coverage is wrong, a chain that starts
 // after the first record the signed head promises (deleted from the
-// front) or ends before the signed head (truncated).
+// front), ends before the signed head (truncated), or has checkpoints but
+// no head (removed, which would hide a truncation). Records of another
+// host than the first record's, or than opts.Host, are bad too.
 func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, error) {
 	rep := &VerifyReport{Host: opts.Host}
 	head, err := st.Head(ctx, opts.Host)
@@ -48,6 +54,9 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 	if head != nil {
 		rep.Head = head
 		if !head.verify(opts.PublicKey) {
+			if head.legacy(opts.PublicKey) {
+				return nil, &BadRecordError{Seq: head.Seq, Location: "signed head", Reason: "the head is signed as earlier versions signed it (with a checkpoint's signature, which any checkpoint in the chain could supply, so it cannot prove the tail complete); start the daemon once to sign a new head, then verify again"}
+			}
 			return nil, &BadRecordError{Seq: head.Seq, Location: "signed head", Reason: "the head's signature does not verify (edited, or signed by another key: key " + head.Key + ", expected " + KeyID(opts.PublicKey) + ")"}
 		}
 	}
@@ -56,6 +65,7 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 		prevSeq  uint64
 		prevHash string
 		headSeen bool
+		lastCP   uint64 // seq of the last checkpoint record seen (0: none)
 	)
 	bad := func(seq uint64, loc, format string, args ...any) error {
 		return &BadRecordError{Seq: seq, Location: loc, Reason: fmt.Sprintf(format, args...)}
@@ -67,7 +77,7 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 			}
 			return bad(prevSeq+1, loc, "cannot be read: %v", derr)
 		}
-		if opts.From > 0 && rec.Seq < opts.From {
+		if !started && opts.From > 0 && rec.Seq < opts.From {
 			prevSeq, prevHash = rec.Seq, rec.Hash
 			return nil
 		}
@@ -102,8 +112,16 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 				return bad(rec.Seq, loc, "does not link to record %d (its prev hash differs: inserted, or replaced together with what precedes it)", prevSeq)
 			}
 		}
-		if opts.Host != "" && rec.Host != opts.Host {
-			return bad(rec.Seq, loc, "belongs to host %q, not %q", rec.Host, opts.Host)
+		if rep.Host == "" {
+			// A files store holds one host's chain: the first record
+			// names it, and the report says whose chain was checked.
+			rep.Host = rec.Host
+		}
+		if rec.Host != rep.Host {
+			return bad(rec.Seq, loc, "belongs to host %q, not %q", rec.Host, rep.Host)
+		}
+		if head != nil && head.Host != rep.Host {
+			return bad(head.Seq, "signed head", "the head is host %q's, the chain host %q's", head.Host, rep.Host)
 		}
 		if rec.Type == TypeCheckpoint {
 			var c Checkpoint
@@ -113,9 +131,20 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 			if c.Seq+1 != rec.Seq || c.Hash != rec.Prev {
 				return bad(rec.Seq, loc, "checkpoint covers seq %d, not the record before it", c.Seq)
 			}
+			if c.TimeNS != 0 && c.TimeNS != rec.Time.UnixNano() {
+				return bad(rec.Seq, loc, "checkpoint's signed time differs from its record's time")
+			}
 			if !c.verify(opts.PublicKey, rec.Host) {
 				return bad(rec.Seq, loc, "checkpoint signature does not verify (forged, or signed by key %s, expected %s)", c.Key, KeyID(opts.PublicKey))
 			}
+			if c.Adopted > 0 {
+				lo := max(lastCP+1, rep.First)
+				if c.Adopted < lo || c.Adopted > c.Seq {
+					return bad(rec.Seq, loc, "checkpoint says it adopted records up to seq %d, outside %d..%d", c.Adopted, lo, c.Seq)
+				}
+				rep.Unwitnessed = append(rep.Unwitnessed, [2]uint64{lo, c.Adopted})
+			}
+			lastCP = rec.Seq
 			rep.Checkpoints++
 			rep.Signed = c.Seq
 			rep.Unsigned = 0
@@ -141,6 +170,11 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 	}
 	if !started && opts.From > 0 {
 		return nil, bad(opts.From, "end of the chain", "the chain has no record %d", opts.From)
+	}
+	if head == nil && rep.Checkpoints > 0 {
+		// Every checkpoint is followed by a head; without one, a tail
+		// cut anywhere after the last checkpoint would go unnoticed.
+		return nil, bad(prevSeq+1, "signed head", "the chain has %d signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out", rep.Checkpoints)
 	}
 	return rep, nil
 }
