@@ -388,6 +388,13 @@ func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
 	if err != nil {
 		r.cfg.Metrics.Errors.Add(float64(max(len(batch), 1)))
 		r.cfg.Log.Error("recording: append failed; the statements waiting for it are refused", "records", len(batch), "error", err)
+		if len(recs) > 0 && r.landed(recs[len(recs)-1]) {
+			// The store has the batch after all (a commit whose answer
+			// was lost): its statements stay refused, but the chain
+			// moves past it, or every later batch would collide with it.
+			r.cfg.Log.Warn("recording: the failed batch was stored after all; continuing after it", "seq", recs[len(recs)-1].Seq)
+			r.advance(recs, now)
+		}
 	} else if len(recs) > 0 {
 		r.advance(recs, now)
 	}
@@ -396,6 +403,16 @@ func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
 			e.done <- err
 		}
 	}
+}
+
+// landed reports whether the store's last record is rec: an append that
+// reported an error may still have been stored (the PostgreSQL store's
+// commit can succeed while its answer times out).
+func (r *Recorder) landed(rec *Record) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	last, err := r.cfg.Store.Last(ctx, r.cfg.Host)
+	return err == nil && last != nil && last.Seq == rec.Seq && last.Hash == rec.Hash
 }
 
 func (r *Recorder) appendTimed(recs []*Record) error {

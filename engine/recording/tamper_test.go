@@ -8,6 +8,7 @@ package recording
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -393,5 +394,49 @@ func TestPostgresHeadsAndForeignRecords(t *testing.T) {
 	signHead(testKey, h)
 	if err := st.PutHead(ctx, h); err == nil || !strings.Contains(err.Error(), "different head") {
 		t.Fatalf("PutHead over someone else's head row: %v", err)
+	}
+}
+
+// lostAnswer stores a batch but reports an error, once: a commit whose
+// answer did not arrive.
+type lostAnswer struct {
+	Store
+	armed bool
+}
+
+func (l *lostAnswer) Append(ctx context.Context, recs []*Record) error {
+	err := l.Store.Append(ctx, recs)
+	if err == nil && l.armed {
+		l.armed = false
+		return errors.New("timeout: the answer to the commit was lost")
+	}
+	return err
+}
+
+// After such an append its statement is refused, but the chain continues
+// after the stored batch instead of colliding with it for good.
+func TestAppendStoredDespiteError(t *testing.T) {
+	st, err := OpenFiles(FilesConfig{Dir: t.TempDir(), Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	la := &lostAnswer{Store: st}
+	r := openRecorder(t, la, nil)
+	ctx := context.Background()
+	if err := r.Append(ctx, TypeStatement, "s1", Statement{N: 1, Text: "select 1"}); err != nil {
+		t.Fatal(err)
+	}
+	la.armed = true
+	if err := r.Append(ctx, TypeStatement, "s1", Statement{N: 2, Text: "select 2"}); err == nil {
+		t.Fatal("an append that reported an error was taken as written")
+	}
+	for n := 3; n <= 5; n++ {
+		if err := r.Append(ctx, TypeStatement, "s1", Statement{N: n, Text: "select 3"}); err != nil {
+			t.Fatalf("append %d after a stored-but-failed one: %v", n, err)
+		}
+	}
+	r.Close()
+	if rep := mustVerify(t, st); rep.Records < 5 {
+		t.Fatalf("verified %d records, want ≥ 5", rep.Records)
 	}
 }
