@@ -181,30 +181,56 @@ func (m *Masker) keyRule(cols []byte, table string) policy.Masker {
 // does not exist (::regclass), unrecognized configuration parameter "v"
 // (current_setting), function "v" does not exist (::regproc), …): with
 // column rules, every quoted span is redacted, names included, rather than
-// trusting a list of shapes.
+// trusting a list of shapes. The quotation marks of the server's message
+// translations count too (»v«, «v», „v“, “v”, 「v」, ‘v’), in case a
+// server is configured with another lc_messages.
 func messageSpans(msg []byte) []span {
 	var spans []span
 	for i := 0; i < len(msg); {
-		a := bytes.IndexByte(msg[i:], '"')
+		a, q := -1, -1
+		for k := range quotePairs {
+			if j := bytes.Index(msg[i:], []byte(quotePairs[k].open)); j >= 0 && (a < 0 || i+j < a) {
+				a, q = i+j, k
+			}
+		}
 		if a < 0 {
 			break
 		}
-		a += i
-		b := bytes.IndexByte(msg[a+1:], '"')
+		from := a + len(quotePairs[q].open)
+		b, blen := -1, 0
+		for _, c := range quotePairs[q].close {
+			if j := bytes.Index(msg[from:], []byte(c)); j >= 0 && (b < 0 || from+j < b) {
+				b, blen = from+j, len(c)
+			}
+		}
 		if b < 0 {
 			// An unterminated quote: redact to the end.
-			if a+1 < len(msg) {
-				spans = append(spans, span{a + 1, len(msg), policy.MaskerRedact, "value"})
+			if from < len(msg) {
+				spans = append(spans, span{from, len(msg), policy.MaskerRedact, "value"})
 			}
 			break
 		}
-		b += a + 1
-		if b > a+1 {
-			spans = append(spans, span{a + 1, b, policy.MaskerRedact, "value"})
+		if b > from {
+			spans = append(spans, span{from, b, policy.MaskerRedact, "value"})
 		}
-		i = b + 1
+		i = b + blen
 	}
 	return spans
+}
+
+// quotePairs are the quotation marks of PostgreSQL's messages: an opening
+// mark and the marks that may close it.
+var quotePairs = [...]struct {
+	open  string
+	close []string
+}{
+	{`"`, []string{`"`}},
+	{"»", []string{"«", "»"}}, // German »v«, Swedish and Danish »v»
+	{"«", []string{"»"}},      // French, Italian, Russian, Ukrainian, Spanish
+	{"„", []string{"“", "”"}}, // German, Czech „v“, Polish „v”
+	{"“", []string{"”"}},      // typographic English, Chinese
+	{"「", []string{"」"}},      // Japanese
+	{"‘", []string{"’"}},
 }
 
 // MaskPayload masks a NotificationResponse payload. A payload that is a JSON

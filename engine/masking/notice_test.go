@@ -39,6 +39,12 @@ func TestMaskErrorField(t *testing.T) {
 		{rules, 'M', "", `unrecognized configuration parameter "+1 (555) 123-4567"`, `^unrecognized configuration parameter "\[REDACTED:value\]"$`},
 		{rules, 'M', "", `function "a" and "b"`, `^function "\[REDACTED:value\]" and "\[REDACTED:value\]"$`},
 		{rules, 'M', "", `unterminated "abc`, `^unterminated "\[REDACTED:value\]$`},
+		// Translated messages (a server whose lc_messages is not English).
+		{rules, 'M', "", `ungültige Eingabesyntax für Typ integer: »+1 415 555 2671«`, `^ungültige Eingabesyntax für Typ integer: »\[REDACTED:value\]«$`},
+		{rules, 'M', "", `syntaxe en entrée invalide pour le type integer : « a b »`, `^syntaxe en entrée invalide pour le type integer : «\[REDACTED:value\]»$`},
+		{rules, 'M', "", `nieprawidłowa składnia wejścia dla typu integer: „555 2671”`, `^nieprawidłowa składnia wejścia dla typu integer: „\[REDACTED:value\]”$`},
+		{rules, 'M', "", `型integerの入力構文が不正です: 「555 2671」 and “x” and ‘y’`, `^型integerの入力構文が不正です: 「\[REDACTED:value\]」 and “\[REDACTED:value\]” and ‘\[REDACTED:value\]’$`},
+		{rules, 'M', "", `»abc`, `^»\[REDACTED:value\]$`},
 		// Detectors alone.
 		{detectors, 'D', "", "Key (email)=(a@b.com) already exists.", `^Key \(email\)=\(\[REDACTED:email\]\) already exists\.$`},
 		{detectors, 'D', "", "Failing row contains (1, a@b.com, 4111111111111111).", `^Failing row contains \(1, \[REDACTED:email\], \[REDACTED:card\]\)\.$`},

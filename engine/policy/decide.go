@@ -383,7 +383,13 @@ func (r *rule) matches(o *Object, attrs *Attributes) bool {
 	case KindSchema:
 		return r.schemas.match(o.Name)
 	case KindFunction:
-		return r.functions.match(o.Name) || (o.Category != CategoryNone && r.categories.has(o.Category))
+		if r.functions.match(o.Name) {
+			return true
+		}
+		if o.Category == CategoryUnresolved {
+			return r.categories != 0 && r.restrictive()
+		}
+		return o.Category != CategoryNone && r.categories.has(o.Category)
 	case KindPath:
 		return r.paths.match(o.Name)
 	case KindSetting:
@@ -401,9 +407,23 @@ func (r *rule) matchesAction(o *Object, attrs *Attributes) bool {
 
 // matchesCall: a call of a categorised function matches a rule naming its
 // category, whatever the rule's action list says.
+//
+// A call of an unresolved function (CategoryUnresolved) may be in any
+// category: it matches block and approve rules naming any category, never
+// allow or mask rules by category.
 func (r *rule) matchesCall(o *Object) bool {
-	return o.Kind == KindFunction && o.Category != CategoryNone && r.callCats.has(o.Category) &&
-		(o.Action == ActionExecute || o.Action == ActionCall)
+	if o.Kind != KindFunction || (o.Action != ActionExecute && o.Action != ActionCall) {
+		return false
+	}
+	if o.Category == CategoryUnresolved {
+		return r.callCats != 0 && r.restrictive()
+	}
+	return o.Category != CategoryNone && r.callCats.has(o.Category)
+}
+
+// restrictive reports whether r is a block or approve rule.
+func (r *rule) restrictive() bool {
+	return r.decision == VerdictBlock || r.decision == VerdictApprove
 }
 
 // ok evaluates the when conditions. An unknown row estimate (negative)

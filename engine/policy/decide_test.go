@@ -377,6 +377,67 @@ roles:
 	}
 }
 
+// TestDecideUnresolvedFunction: a call the protocol layer cannot name (a
+// fast-path call by OID) may be in any category: every block and approve
+// rule on a category applies to it, allow rules on a category do not.
+func TestDecideUnresolvedFunction(t *testing.T) {
+	const head = `
+version: 1
+targets: [{name: db, protocol: postgres, address: "127.0.0.1:5432", auth: passthrough}]
+agents: [{name: a, roles: [r]}]
+roles:
+  - name: r
+    rules:
+`
+	unresolved := Object{Kind: KindFunction, Name: "fastpath.3826", Action: ActionExecute, Category: CategoryUnresolved}
+	for _, tt := range []struct {
+		name  string
+		rules string
+		want  Verdict
+		rule  string
+	}{
+		{"category block applies", `
+      - {id: exec, actions: [execute], decision: allow}
+rules:
+  - {id: no-files, function_categories: [server_files], decision: block}
+`, VerdictBlock, "no-files"},
+		{"dangerous block applies", `
+      - {id: fast, functions: ["fastpath.*"], decision: allow}
+rules:
+  - {id: no-danger, actions: [dangerous], decision: block}
+`, VerdictBlock, "no-danger"},
+		{"category approve applies", `
+      - {id: fast, functions: ["fastpath.*"], decision: allow}
+      - {id: ask, function_categories: [admin], decision: approve, approval: {approvers: [dba]}}
+`, VerdictApprove, "ask"},
+		{"category allow does not cover it", `
+      - {id: lo, function_categories: [large_objects], decision: allow}
+      - {id: adm, actions: [admin], decision: allow}
+`, VerdictBlock, RuleDefaultDeny},
+		{"allowed by name", `
+      - {id: fast, functions: ["fastpath.*"], decision: allow}
+`, VerdictAllow, "fast"},
+		{"category block beats an allow by name", `
+      - {id: fast, functions: ["fastpath.3826"], decision: allow}
+rules:
+  - {id: no-lo, function_categories: [large_objects], decision: block}
+  - {id: no-other, functions: ["fastpath.764"], decision: block}
+`, VerdictBlock, "no-lo"},
+	} {
+		p := mustParse(t, head+tt.rules)
+		op := &Operation{Agent: "a", Target: "db", Action: ActionExecute, Objects: []Object{unresolved}}
+		if d := p.Decide(op); d.Verdict != tt.want || d.RuleID != tt.rule {
+			t.Errorf("%s: Decide = %s by %s, want %s by %s", tt.name, d.Verdict, d.RuleID, tt.want, tt.rule)
+		}
+	}
+	if s := CategoryUnresolved.String(); s != "unresolved" {
+		t.Errorf("CategoryUnresolved.String() = %q", s)
+	}
+	if _, ok := ParseCategory("unresolved"); ok {
+		t.Error("rules must not name the unresolved category")
+	}
+}
+
 // TestDecideNoAllocs holds Decide to its promise on a realistic operation.
 func TestDecideNoAllocs(t *testing.T) {
 	p := mustParse(t, testPolicy)

@@ -241,7 +241,7 @@ var actions = [actionCount]actionInfo{
 	ActionCommit:                  {"commit", ClassTransaction},
 	ActionRollback:                {"rollback", ClassTransaction},
 	ActionSavepoint:               {"savepoint", ClassTransaction},
-	ActionPrepareTransaction:      {"prepare_transaction", ClassTransaction},
+	ActionPrepareTransaction:      {"prepare_transaction", 0}, // no class: acts beyond the session, needs a rule naming it
 	ActionCopyToStdout:            {"copy_to_stdout", ClassCopy},
 	ActionCopyFromStdin:           {"copy_from_stdin", ClassCopy},
 	ActionCopyToFile:              {"copy_to_file", ClassCopy},
@@ -323,6 +323,14 @@ const (
 	categoryCount
 )
 
+// CategoryUnresolved marks a call of a function the protocol layer cannot
+// name (a PostgreSQL fast-path FunctionCall gives only an OID): it may be
+// in any category. Block and approve rules naming any category match it;
+// allow and mask rules only by name (or without selectors), so that a
+// category block always refuses it and a category allow never lets it
+// through. It is not a name rules or cases can use.
+const CategoryUnresolved FunctionCategory = 255
+
 var categoryNames = [...]string{
 	CategoryNone:          "none",
 	CategoryServerFiles:   "server_files",
@@ -337,6 +345,9 @@ var categoryNames = [...]string{
 func (c FunctionCategory) String() string {
 	if c < categoryCount {
 		return categoryNames[c]
+	}
+	if c == CategoryUnresolved {
+		return "unresolved"
 	}
 	return "unknown"
 }

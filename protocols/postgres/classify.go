@@ -94,8 +94,15 @@ type Statement struct {
 
 	// RowLocks is set when the statement takes row locks (SELECT … FOR
 	// UPDATE/NO KEY UPDATE/SHARE/KEY SHARE, in any subquery). The action
-	// stays select; rules that care can test this.
+	// stays select, and every table the statement reads is also locked
+	// (action lock, as LOCK TABLE): a row lock blocks the table's writers
+	// for as long as the transaction lasts.
 	RowLocks bool
+
+	// ReadOnlyOn is set when the statement's changes of
+	// (default_)transaction_read_only all turn read-only mode on, which
+	// the guard on those settings lets through (psycopg2 sends it).
+	ReadOnlyOn bool
 }
 
 // TxKind is the kind of a transaction-control statement.
@@ -303,6 +310,10 @@ func classifyRaw(t *jtree, rs jval, sql string, cats *categoryMemo) (Statement, 
 		return st, w.literalValues
 	}
 	st.RowLocks = w.rowLocks
+	st.ReadOnlyOn = w.readOnlyOn && !w.readOnlyOff
+	if w.rowLocks {
+		w.rowLockObjects()
+	}
 	st.Op.Objects = w.objs[:len(w.objs):len(w.objs)]
 	if len(st.Op.Objects) == 0 {
 		st.Op.Objects = nil

@@ -412,6 +412,11 @@ func (w *walker) variableSet(v jval, st *Statement) {
 		// SET TRANSACTION …, SET SESSION CHARACTERISTICS AS TRANSACTION …
 		op.Action = policy.ActionSet
 		w.add(policy.Object{Kind: policy.KindSetting, Name: strings.ReplaceAll(name, " ", "_"), Action: op.Action})
+		if w.readWrite(w.field(v, "args")) {
+			// READ WRITE sets (default_)transaction_read_only off.
+			w.add(policy.Object{Kind: policy.KindSetting, Name: pickTag(name == "transaction", "transaction_read_only", "default_transaction_read_only"), Action: op.Action})
+			w.readOnlyOff = true
+		}
 		return
 	default:
 		op.Action = policy.ActionSet
@@ -514,6 +519,28 @@ func (w *walker) transactionStmt(v jval, st *Statement) {
 		w.unclassified("unsupported transaction statement %s", w.t.getStr(v, "kind"))
 	}
 	// BEGIN ISOLATION LEVEL …: options are constants, nothing to walk.
+	// BEGIN READ WRITE sets transaction_read_only off.
+	if tx.Kind == TxBegin && w.readWrite(w.field(v, "options")) {
+		w.add(policy.Object{Kind: policy.KindSetting, Name: "transaction_read_only", Action: policy.ActionSet})
+		w.readOnlyOff = true
+	}
+}
+
+// readWrite reports whether transaction options (BEGIN …, SET TRANSACTION
+// …, SET SESSION CHARACTERISTICS AS TRANSACTION …) ask for READ WRITE, which
+// overrides a read-only default (a value it cannot read counts as READ
+// WRITE).
+func (w *walker) readWrite(options jval) bool {
+	for _, o := range w.t.children(options) {
+		typ, d := w.nodeType(o)
+		if typ != "DefElem" || w.t.getStr(d, "defname") != "transaction_read_only" {
+			continue
+		}
+		if v, ok := w.literal(w.field(d, "arg")); !ok || !parseBoolTrue(v) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *walker) reindexStmt(v jval, st *Statement) {

@@ -37,6 +37,9 @@ type walker struct {
 	mods policy.Action
 
 	rowLocks bool
+	// Changes of (default_)transaction_read_only: to on, and to anything
+	// else (or an unknown value).
+	readOnlyOn, readOnlyOff bool
 
 	// literalValues is set when the classification depends on the value of
 	// a numeric constant (a setting's value, an EXPLAIN option, a large
@@ -261,6 +264,19 @@ func (w *walker) isCTE(name string) bool {
 	return false
 }
 
+// rowLockObjects adds, for a statement with a locking clause, the action
+// lock on every table it reads: SELECT … FOR UPDATE/SHARE needs what LOCK
+// TABLE needs. FOR UPDATE OF names FROM items by alias, and the locking
+// clause may sit in any subquery, so every table read counts (stricter than
+// the server, never looser).
+func (w *walker) rowLockObjects() {
+	for _, o := range w.objs {
+		if o.Kind == policy.KindTable && o.Action == policy.ActionSelect {
+			w.add(policy.Object{Kind: policy.KindTable, Name: o.Name, Action: policy.ActionLock})
+		}
+	}
+}
+
 // function records a function object.
 func (w *walker) function(parts []string, act policy.Action) string {
 	name := functionName(parts)
@@ -362,6 +378,13 @@ func (w *walker) setting(name, value string, valueKnown bool) {
 		w.add(policy.Object{Kind: policy.KindSetting, Name: "session_authorization", Action: policy.ActionSetSessionAuthorization})
 		if valueKnown {
 			w.add(policy.Object{Kind: policy.KindRole, Name: value, Action: policy.ActionSetSessionAuthorization})
+		}
+	case "default_transaction_read_only", "transaction_read_only":
+		w.add(policy.Object{Kind: policy.KindSetting, Name: name, Action: policy.ActionSet})
+		if valueKnown && parseBoolTrue(value) {
+			w.readOnlyOn = true
+		} else {
+			w.readOnlyOff = true
 		}
 	default:
 		w.add(policy.Object{Kind: policy.KindSetting, Name: name, Action: policy.ActionSet})

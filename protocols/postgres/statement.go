@@ -97,13 +97,13 @@ func (ss *session) decide(ctx context.Context, sql, path string) (decision, *Cla
 		op.Objects = catalogReads(op.Objects)
 		d := ss.decideOp(pol, &op, txSure)
 		ds[i] = decided{op: op, d: d, refuse: ss.verdict(&d)}
-		if name, ok := pinnedSetting(&op); ok && ds[i].refuse == nil {
+		if name, ok := pinnedSetting(&op, st.ReadOnlyOn); ok && ds[i].refuse == nil {
 			// The classification of every later statement depends on these
 			// settings keeping the values the engine pinned at startup, so
 			// no policy can allow changing them.
 			why := "it would change how later statements are understood"
 			if guardedSetting(strings.ToLower(name)) {
-				why = "with the engine's credentials it would switch off triggers and constraints or hide the session from the server's log"
+				why = "with the engine's credentials it could switch off triggers, constraints or read-only mode, hide the session from the server's log or audit, or change the server messages Interlock relies on"
 			}
 			ds[i].refuse = refusal("changing "+name+" is not allowed through Interlock: "+why, "")
 		}
@@ -397,12 +397,15 @@ func (ss *session) decideOp(pol *policy.Policy, op *policy.Operation, txSure boo
 // pinnedSetting reports whether op sets a parameter the engine pins (see
 // pinnedParams), or one whose name is only known at run time ("*").
 // SHOW reads and RESET returns to the pinned session default: both fine.
-func pinnedSetting(op *policy.Operation) (string, bool) {
+func pinnedSetting(op *policy.Operation, readOnlyOn bool) (string, bool) {
 	for _, o := range op.Objects {
 		if o.Kind != policy.KindSetting || o.Action != policy.ActionSet {
 			continue
 		}
 		name := strings.ToLower(o.Name)
+		if readOnlyOn && readOnlySetting(name) {
+			continue // turning read-only mode on
+		}
 		if _, pinned := pinnedParams[name]; pinned || o.Name == "*" || guardedSetting(name) {
 			return o.Name, true
 		}
@@ -412,15 +415,35 @@ func pinnedSetting(op *policy.Operation) (string, bool) {
 
 // guardedSetting reports settings no agent may change even where its
 // policy allows SET, because the engine's credentials (often a superuser)
-// make them take effect: session_replication_role = replica switches off
-// triggers, foreign keys and rules, and the log_* settings would hide the
-// session from the server's own log.
+// make them take effect or the engine relies on them:
+// session_replication_role = replica switches off triggers, foreign keys
+// and rules; the log_* and pgaudit.* settings and track_activities would
+// hide the session from the server's log, audit trail and
+// pg_stat_activity; default_transaction_read_only and
+// transaction_read_only undo a read-only database role's default;
+// allow_system_table_mods and dynamic_library_path open the catalogs and
+// the loading of server code; lc_messages would translate the server's
+// messages, whose English quoting error redaction relies on.
 func guardedSetting(name string) bool {
-	return name == "session_replication_role" || strings.HasPrefix(name, "log_")
+	switch name {
+	case "session_replication_role", "lc_messages", "track_activities",
+		"default_transaction_read_only", "transaction_read_only",
+		"allow_system_table_mods", "dynamic_library_path":
+		return true
+	}
+	return strings.HasPrefix(name, "log_") || strings.HasPrefix(name, "pgaudit.")
+}
+
+// readOnlySetting reports the guarded settings that may be turned on (read
+// only), just not off.
+func readOnlySetting(name string) bool {
+	name = strings.ToLower(name)
+	return name == "default_transaction_read_only" || name == "transaction_read_only"
 }
 
 // catalogReads adds what reading some catalog relations amounts to: the
-// planner statistics, password hashes and large objects hold values of
+// planner statistics, password hashes, user mappings' and subscriptions'
+// connection strings (with passwords) and large objects hold values of
 // every table (they read as table "*", which a `pg_catalog.*` rule does not
 // cover), and the configuration-file views call the functions that read
 // those files. objs is returned as it is when nothing applies (it may be a
@@ -433,7 +456,8 @@ func catalogReads(objs []policy.Object) []policy.Object {
 		}
 		switch strings.TrimPrefix(o.Name, "pg_catalog.") {
 		case "pg_statistic", "pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic_ext_data",
-			"pg_authid", "pg_shadow", "pg_user_mapping", "pg_user_mappings", "pg_largeobject":
+			"pg_authid", "pg_shadow", "pg_user_mapping", "pg_user_mappings", "pg_largeobject",
+			"pg_subscription":
 			extra = append(extra, policy.Object{Kind: policy.KindTable, Name: "*", Action: o.Action})
 		case "pg_file_settings":
 			extra = append(extra, catalogFunction("pg_show_all_file_settings"))
@@ -826,14 +850,16 @@ func (ss *session) anyMask() *masking.Masker {
 
 // functionCall handles the fast-path protocol (libpq's lo_* functions use
 // it). The message names the function by OID only, so it is presented to
-// the policy as function "fastpath.<oid>", which no rule covers unless
-// written for it.
+// the policy as function "fastpath.<oid>" of category unresolved: it may be
+// pg_read_file or lo_export, so every block (and approve) rule on a
+// function category applies to it, and only a rule naming fastpath.* (or
+// without selectors) allows it.
 func (ss *session) functionCall(ctx context.Context, m *pgproto3.FunctionCall) error {
 	pol := ss.h.cfg.Policy()
 	op := policy.Operation{
 		Agent: ss.s.Identity.Agent, Target: ss.target.Name, Protocol: policy.ProtocolPostgres,
 		Roles: pol.AgentRoles(ss.s.Identity.Agent), Action: policy.ActionExecute,
-		Objects: []policy.Object{{Kind: policy.KindFunction, Name: "fastpath." + strconv.FormatUint(uint64(m.Function), 10), Action: policy.ActionExecute}},
+		Objects: []policy.Object{{Kind: policy.KindFunction, Name: "fastpath." + strconv.FormatUint(uint64(m.Function), 10), Action: policy.ActionExecute, Category: policy.CategoryUnresolved}},
 	}
 	tx := ss.txState(1)
 	op.Attrs.InTransaction = tx.inTx
