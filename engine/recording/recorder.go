@@ -186,22 +186,24 @@ func (r *Recorder) checkFirst(ctx context.Context, last *Record, head *Head) err
 	if head != nil {
 		return nil
 	}
-	found := last.Type == TypeCheckpoint
-	if !found {
-		errFound := errors.New("found")
-		err := r.cfg.Store.Scan(ctx, Filter{Host: r.cfg.Host, Types: []Type{TypeCheckpoint}}, func(rec *Record, _ string, _ error) error {
-			if rec != nil {
-				return errFound
+	// Without a head, one checkpoint is a stop between the first
+	// checkpoint and its head (which waits for a sync); more mean the head
+	// was removed.
+	n := 0
+	errTwo := errors.New("two")
+	err := r.cfg.Store.Scan(ctx, Filter{Host: r.cfg.Host, Types: []Type{TypeCheckpoint}}, func(rec *Record, _ string, _ error) error {
+		if rec != nil {
+			if n++; n > 1 {
+				return errTwo
 			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errFound) {
-			return err
 		}
-		found = errors.Is(err, errFound)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errTwo) {
+		return err
 	}
-	if found {
-		return errors.New("recording: the chain has signed checkpoints but no signed head: the head was removed (or the daemon stopped between its first checkpoint and its head), so a truncated tail cannot be ruled out; run `interlock audit verify`, and move the recordings aside to start a new chain")
+	if n > 1 {
+		return errors.New("recording: the chain has signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out; run `interlock audit verify`, and move the recordings aside to start a new chain")
 	}
 	return nil
 }

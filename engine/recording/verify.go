@@ -34,6 +34,9 @@ type VerifyReport struct {
 	// before a crash, or appended by someone else while it was down.
 	Unwitnessed [][2]uint64
 	Head        *Head
+	// NoHead: the chain has one checkpoint and no head (a stop between
+	// the first checkpoint and its head, or a removed head).
+	NoHead bool
 }
 
 // Verify walks a chain and returns the first record that breaks it as a
@@ -171,10 +174,17 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 	if !started && opts.From > 0 {
 		return nil, bad(opts.From, "end of the chain", "the chain has no record %d", opts.From)
 	}
-	if head == nil && rep.Checkpoints > 0 {
-		// Every checkpoint is followed by a head; without one, a tail
-		// cut anywhere after the last checkpoint would go unnoticed.
+	switch {
+	case head == nil && rep.Checkpoints > 1:
+		// A head follows every checkpoint and is only ever replaced;
+		// without one, a tail cut anywhere after the last checkpoint
+		// would go unnoticed.
 		return nil, bad(prevSeq+1, "signed head", "the chain has %d signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out", rep.Checkpoints)
+	case head == nil && rep.Checkpoints == 1:
+		// The daemon stopped between its first checkpoint and the head
+		// (which waits for a sync), or the head was removed: a tail cut
+		// after that checkpoint cannot be ruled out; said, not failed.
+		rep.NoHead = true
 	}
 	return rep, nil
 }
