@@ -124,9 +124,6 @@ By default the public key comes from the local signing key; --pubkey takes a PEM
 			if rep.Unsigned > 0 {
 				fmt.Fprintf(out, "note: the last %d records (after seq %d) are chained but not yet covered by a signed checkpoint\n", rep.Unsigned, rep.Signed)
 			}
-			if rep.NoHead {
-				fmt.Fprintf(out, "warning: the chain has a signed checkpoint but no signed head: the daemon stopped before writing its first head, or the head was removed; records after seq %d could have been cut off unnoticed\n", rep.Signed)
-			}
 			for _, u := range rep.Unwitnessed {
 				fmt.Fprintf(out, "warning: records %d..%d were found unsigned when the daemon started and are signed as found: written before a crash, or added while it was down\n", u[0], u[1])
 			}

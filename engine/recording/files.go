@@ -80,11 +80,9 @@ type FilesConfig struct {
 type segment struct {
 	name  string
 	first uint64
-	// Of a sealed segment, found once (sealInfo): the length of its data
-	// and the signed time of its sealing checkpoint (zero: unknown, so
-	// never old).
+	// Of a sealed segment, found once (sealInfo): the signed time of its
+	// sealing checkpoint (zero: unknown).
 	sealKnown bool
-	sealSize  int64
 	sealTime  time.Time
 }
 
@@ -481,24 +479,44 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 	if s.cfg.RetentionAge <= 0 && s.cfg.RetentionSize <= 0 {
 		return nil, 0
 	}
-	// Sizes and ages come from the records, not from the files' metadata:
-	// whoever can write the directory can backdate a file or pad it with
-	// NULs, and retention would then remove recent records and sign it.
-	sizes := make([]int64, len(s.segs))
+	// Ages come from signed records, not from the files' metadata:
+	// whoever can write the directory can backdate a file, and retention
+	// would then remove recent records and sign it. A sealed segment is
+	// counted at no more than a segment's size, so padding one adds
+	// nothing (sealed segments are full, less a batch).
+	n := len(s.segs)
+	sizes := make([]int64, n)
 	var total int64
 	for i := range s.segs {
-		if s.segs[i].name == s.curName {
+		sg := &s.segs[i]
+		switch {
+		case sg.name == s.curName:
 			sizes[i] = s.off
-		} else {
-			s.sealInfo(&s.segs[i], pub)
-			sizes[i] = s.segs[i].sealSize
+		default:
+			if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil {
+				sizes[i] = min(st.Size(), s.cfg.SegmentSize)
+			}
+			if i+1 < n {
+				s.sealInfo(sg, s.segs[i+1].first, pub)
+			}
 		}
 		total += sizes[i]
 	}
+	// A segment is at least as old as the first later one whose seal
+	// verifies (one whose seal cannot be read, after a crash during its
+	// rotation, still ages with its successors).
+	ages := make([]time.Time, n)
+	var next time.Time
+	for i := n - 2; i >= 0; i-- {
+		if !s.segs[i].sealTime.IsZero() {
+			next = s.segs[i].sealTime
+		}
+		ages[i] = next
+	}
 	var victims []string
 	var first uint64
-	for i, sg := range s.segs[:len(s.segs)-1] { // never the current segment
-		old := s.cfg.RetentionAge > 0 && !sg.sealTime.IsZero() && now.Sub(sg.sealTime) > s.cfg.RetentionAge
+	for i, sg := range s.segs[:n-1] { // never the current segment
+		old := s.cfg.RetentionAge > 0 && !ages[i].IsZero() && now.Sub(ages[i]) > s.cfg.RetentionAge
 		big := s.cfg.RetentionSize > 0 && total > s.cfg.RetentionSize
 		if !old && !big {
 			break
@@ -510,12 +528,13 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 	return victims, first
 }
 
-// sealInfo fills in a sealed segment's data length and the time of its
-// last record, a checkpoint whose signature (by pub) covers its time. A
-// checkpoint of an earlier version, which signed no time, gives its
-// record's time; anything else leaves the time unknown, and the segment
-// is then never removed for its age (verify reports why).
-func (s *Files) sealInfo(sg *segment, pub ed25519.PublicKey) {
+// sealInfo finds, once, the time of a sealed segment's own sealing
+// checkpoint: its last record, which must be a checkpoint of the record
+// before it, the last before the next segment's first seq (next), signed
+// by pub, whose signed time is its record's. Anything else leaves the time
+// unknown. A checkpoint of an earlier version, which signed no time, gives
+// its record's time.
+func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	if sg.sealKnown {
 		return
 	}
@@ -525,29 +544,35 @@ func (s *Files) sealInfo(sg *segment, pub ed25519.PublicKey) {
 		return
 	}
 	defer f.Close()
-	end, _, err := dataEnd(f)
-	if err != nil {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
 		return
 	}
-	sg.sealSize = end
-	tail := make([]byte, min(end, 64<<10))
-	if _, err := f.ReadAt(tail, end-int64(len(tail))); err != nil {
+	// Sealed segments are cut to their data; one whose cut failed ends in
+	// NUL padding, which the last 64 KiB show unless it is larger.
+	tail := make([]byte, min(st.Size(), 64<<10))
+	if _, err := f.ReadAt(tail, st.Size()-int64(len(tail))); err != nil {
 		return
 	}
+	tail = bytes.TrimRight(tail, "\x00")
 	tail = bytes.TrimSuffix(tail, []byte("\n"))
-	rec, err := ParseRecord(tail[bytes.LastIndexByte(tail, '\n')+1:])
-	if err != nil || rec.Type != TypeCheckpoint {
+	i := bytes.LastIndexByte(tail, '\n')
+	if i < 0 && int64(len(tail)) != st.Size() {
+		return // the line's start is not in the window
+	}
+	rec, err := ParseRecord(tail[i+1:])
+	if err != nil || rec.Type != TypeCheckpoint || rec.Seq+1 != next {
 		return
 	}
 	var c Checkpoint
-	if rec.Decode(&c) != nil || !c.verify(pub, rec.Host) {
+	if rec.Decode(&c) != nil || c.Seq+1 != rec.Seq || c.Hash != rec.Prev || !c.verify(pub, rec.Host) {
 		return
 	}
 	switch {
-	case c.TimeNS != 0:
-		sg.sealTime = time.Unix(0, c.TimeNS)
-	default:
+	case c.TimeNS == 0:
 		sg.sealTime = rec.Time
+	case c.TimeNS == rec.Time.UnixNano():
+		sg.sealTime = time.Unix(0, c.TimeNS)
 	}
 }
 
@@ -563,6 +588,15 @@ func (s *Files) remove(victims []string) error {
 	syncDir(s.cfg.Dir)
 	s.list()
 	return errors.Join(errs...)
+}
+
+func (s *Files) tailFirst() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.segs) == 0 {
+		return 1
+	}
+	return s.segs[len(s.segs)-1].first
 }
 
 func (s *Files) firstSeq() uint64 {
@@ -603,8 +637,12 @@ func (s *Files) Scan(ctx context.Context, f Filter, fn func(*Record, string, err
 				// The names place segments in the chain (and let a scan
 				// from a seq skip the ones before it): a segment whose
 				// name is not its first record's seq was renamed.
-				if rec, err := decodeRecord(append([]byte(nil), line...)); err == nil && rec.Seq != sg.first {
-					return fn(nil, fmt.Sprintf("%s:%d", sg.name, n), fmt.Errorf("segment %s is named for seq %d but begins with seq %d (renamed)", sg.name, sg.first, rec.Seq))
+				// (A name past its first record is what a crash during
+				// rotation leaves: the new, empty segment was created
+				// before the old one got its sealing checkpoint. It
+				// hides nothing from a scan.)
+				if rec, err := decodeRecord(append([]byte(nil), line...)); err == nil && rec.Seq > sg.first {
+					return fn(nil, fmt.Sprintf("%s:%d", sg.name, n), fmt.Errorf("segment %s is named for seq %d but begins with seq %d (renamed: a scan from a seq would skip records)", sg.name, sg.first, rec.Seq))
 				}
 			}
 			// Cheap pre-filters before decoding (the needles cannot

@@ -105,9 +105,9 @@ type Recorder struct {
 	uncoveredSince time.Time // time of the first of them
 	lastCheckpoint uint64    // seq of the last checkpoint record
 	adopted        uint64    // the last record found uncovered at Open (0: none), until a checkpoint says so
+	pending        []*Record // a batch whose append failed, maybe stored after all (see reconcile)
 	unsynced       bool      // SyncInterval: written since the last sync
 	syncFailing    bool      // the last sync failed (logged once a streak)
-	headErr        error     // the last checkpoint's head could not be written
 }
 
 type entry struct {
@@ -133,6 +133,13 @@ func Open(cfg Config) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, files := cfg.Store.(rotator); files && last != nil && last.Host != cfg.Host {
+		// A files store holds one chain: after a hostname change (a
+		// renamed machine, a container recreated on the same volume) it
+		// goes on under the name it was started with.
+		cfg.Log.Warn("recording: the store's chain belongs to another host name; continuing it under that name", "chain_host", last.Host, "hostname", cfg.Host)
+		r.cfg.Host = last.Host
+	}
 	if last != nil {
 		r.seq, r.prev = last.Seq, last.Hash
 		if last.Type == TypeCheckpoint {
@@ -147,15 +154,7 @@ func Open(cfg Config) (*Recorder, error) {
 			r.adopted = last.Seq
 		}
 	}
-	if head != nil {
-		if r.seq < head.Seq {
-			return nil, fmt.Errorf("recording: the chain ends at seq %d but its signed head is at seq %d: records were removed; run `interlock audit verify`", r.seq, head.Seq)
-		}
-		if r.seq == head.Seq && last.Hash != head.Hash {
-			return nil, fmt.Errorf("recording: the last record (seq %d) does not match the signed head; run `interlock audit verify`", r.seq)
-		}
-	}
-	if err := r.checkFirst(ctx, last, head); err != nil {
+	if err := r.checkHead(ctx, last, head); err != nil {
 		return nil, err
 	}
 	cfg.Metrics.Head.Set(float64(r.seq))
@@ -163,15 +162,69 @@ func Open(cfg Config) (*Recorder, error) {
 	return r, nil
 }
 
-// checkFirst sets the first record the chain keeps from the signed head,
-// never from what the store holds (file names can be changed by whoever
-// can delete files), and refuses a chain that starts later than the head
-// allows, or that has signed checkpoints but no head: continuing it would
-// sign the deletion, or a truncation, as if it were retention.
-func (r *Recorder) checkFirst(ctx context.Context, last *Record, head *Head) error {
+// checkHead checks the store against its signed head before this run
+// continues (and so signs) the chain, and sets the first record the chain
+// keeps from signed data only (file names can be changed by whoever can
+// delete files). It refuses:
+//   - a head whose signature does not verify, or one in the form earlier
+//     versions wrote over a chain this version has signed checkpoints in
+//     (any checkpoint yields such a head);
+//   - a chain that ends before its head (truncated) or differs from it;
+//   - a chain that starts after the first record the head, or the last
+//     checkpoint, keeps (deleted from the front);
+//   - records with checkpoints but no head: a new chain gets a head for
+//     seq 0 before its first record, so the head was removed.
+//
+// An empty store gets that first head here; if it cannot be written the
+// daemon does not start, rather than record without one.
+func (r *Recorder) checkHead(ctx context.Context, last *Record, head *Head) error {
+	pub := r.cfg.Key.Public().(ed25519.PublicKey)
+	if head == nil && last == nil {
+		h := &Head{Host: r.cfg.Host, FirstSeq: 1, Time: time.Now().UTC()}
+		signHead(r.cfg.Key, h)
+		if err := r.cfg.Store.PutHead(ctx, h); err != nil {
+			return fmt.Errorf("recording: cannot write the new chain's signed head: %w", err)
+		}
+		return nil
+	}
+	cp, err := r.lastCheckpointOf(ctx, last)
+	if err != nil {
+		return err
+	}
+	if head == nil {
+		if cp != nil {
+			return errors.New("recording: the chain has signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out; run `interlock audit verify`, and move the recordings aside to start a new chain")
+		}
+		// Records but never a checkpoint, and no head: a chain an earlier
+		// version started and stopped before its first checkpoint. Its
+		// records are adopted (above), and Verify reports them.
+		r.cfg.Log.Warn("recording: the chain has no signed head and no checkpoint (an earlier version's, stopped before its first checkpoint); its records are signed as found")
+	} else if !head.verify(pub) {
+		switch {
+		case !head.legacy(pub):
+			return fmt.Errorf("recording: the signed head (seq %d) does not verify: edited, or signed by another key; run `interlock audit verify`", head.Seq)
+		case cp != nil && cp.TimeNS != 0:
+			return fmt.Errorf("recording: the signed head (seq %d) is in the form earlier versions wrote, but this version has signed checkpoints in the chain: the head was replaced; run `interlock audit verify`", head.Seq)
+		default:
+			r.cfg.Log.Warn("recording: the signed head is in an earlier version's form; the next checkpoint signs a new one")
+		}
+	}
+	if head != nil {
+		if r.seq < head.Seq {
+			return fmt.Errorf("recording: the chain ends at seq %d but its signed head is at seq %d: records were removed; run `interlock audit verify`", r.seq, head.Seq)
+		}
+		if head.Seq > 0 && r.seq == head.Seq && last.Hash != head.Hash {
+			return fmt.Errorf("recording: the last record (seq %d) does not match the signed head; run `interlock audit verify`", r.seq)
+		}
+	}
 	r.first = 1
-	if head != nil && head.FirstSeq > 1 {
+	if head != nil && head.FirstSeq > r.first {
 		r.first = head.FirstSeq
+	}
+	if cp != nil && cp.FirstSeq > r.first {
+		// Retention whose checkpoint was durable but whose head was not
+		// written (a full disk) has removed what it announced.
+		r.first = cp.FirstSeq
 	}
 	if last == nil {
 		return nil
@@ -183,29 +236,45 @@ func (r *Recorder) checkFirst(ctx context.Context, last *Record, head *Head) err
 	if stored > r.first {
 		return fmt.Errorf("recording: the chain starts at seq %d but the signed head keeps records from seq %d: records %d..%d were deleted; run `interlock audit verify`", stored, r.first, r.first, stored-1)
 	}
-	if head != nil {
-		return nil
-	}
-	// Without a head, one checkpoint is a stop between the first
-	// checkpoint and its head (which waits for a sync); more mean the head
-	// was removed.
-	n := 0
-	errTwo := errors.New("two")
-	err := r.cfg.Store.Scan(ctx, Filter{Host: r.cfg.Host, Types: []Type{TypeCheckpoint}}, func(rec *Record, _ string, _ error) error {
-		if rec != nil {
-			if n++; n > 1 {
-				return errTwo
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errTwo) {
-		return err
-	}
-	if n > 1 {
-		return errors.New("recording: the chain has signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out; run `interlock audit verify`, and move the recordings aside to start a new chain")
-	}
 	return nil
+}
+
+// lastCheckpointOf returns the chain's last checkpoint (nil: none), read
+// from the store's last segment and the one before (whose last record is
+// its sealing checkpoint), or the whole chain of a store without segments.
+func (r *Recorder) lastCheckpointOf(ctx context.Context, last *Record) (*Checkpoint, error) {
+	if last == nil {
+		return nil, nil
+	}
+	var found *Record
+	if last.Type == TypeCheckpoint {
+		found = last
+	} else {
+		f := Filter{Host: r.cfg.Host, Types: []Type{TypeCheckpoint}}
+		if rot, ok := r.cfg.Store.(rotator); ok && rot.tailFirst() > 1 {
+			f.From = rot.tailFirst() - 1
+		}
+		err := r.cfg.Store.Scan(ctx, f, func(rec *Record, _ string, _ error) error {
+			if rec != nil {
+				found = rec
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if found == nil {
+		return nil, nil
+	}
+	var c Checkpoint
+	if err := found.Decode(&c); err != nil {
+		return nil, fmt.Errorf("recording: checkpoint seq %d is damaged: %w; run `interlock audit verify`", found.Seq, err)
+	}
+	if !c.verify(r.cfg.Key.Public().(ed25519.PublicKey), found.Host) {
+		return nil, fmt.Errorf("recording: checkpoint seq %d does not verify; run `interlock audit verify`", found.Seq)
+	}
+	return &c, nil
 }
 
 // Host is the name of this recorder's chain.
@@ -365,6 +434,7 @@ const asyncLinger = 5 * time.Millisecond
 // sync, then releases its waiters.
 func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
 	now := time.Now()
+	r.reconcile(now)
 	err := r.maybeRotate(batch, now)
 	var recs []*Record
 	seq, prev := r.seq, r.prev
@@ -390,12 +460,9 @@ func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
 	if err != nil {
 		r.cfg.Metrics.Errors.Add(float64(max(len(batch), 1)))
 		r.cfg.Log.Error("recording: append failed; the statements waiting for it are refused", "records", len(batch), "error", err)
-		if len(recs) > 0 && r.landed(recs[len(recs)-1]) {
-			// The store has the batch after all (a commit whose answer
-			// was lost): its statements stay refused, but the chain
-			// moves past it, or every later batch would collide with it.
-			r.cfg.Log.Warn("recording: the failed batch was stored after all; continuing after it", "seq", recs[len(recs)-1].Seq)
-			r.advance(recs, now)
+		if len(recs) > 0 {
+			r.pending = recs
+			r.reconcile(now)
 		}
 	} else if len(recs) > 0 {
 		r.advance(recs, now)
@@ -407,14 +474,33 @@ func (r *Recorder) commit(batch []*entry, forceCheckpoint bool) {
 	}
 }
 
-// landed reports whether the store's last record is rec: an append that
-// reported an error may still have been stored (the PostgreSQL store's
-// commit can succeed while its answer times out).
-func (r *Recorder) landed(rec *Record) bool {
+// reconcile settles a batch whose append reported an error: it may still
+// have been stored (the PostgreSQL store's commit can succeed while its
+// answer times out). If the store's last record is the batch's, its
+// statements stay refused but the chain moves past it, or every later
+// batch would collide with it. Until the store answers, the batch stays
+// pending and is looked for again before the next one.
+func (r *Recorder) reconcile(now time.Time) {
+	if r.pending == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	last, err := r.cfg.Store.Last(ctx, r.cfg.Host)
-	return err == nil && last != nil && last.Seq == rec.Seq && last.Hash == rec.Hash
+	if err != nil {
+		return
+	}
+	recs := r.pending
+	r.pending = nil
+	end := recs[len(recs)-1]
+	if last == nil || last.Seq != end.Seq || last.Hash != end.Hash {
+		return
+	}
+	r.cfg.Log.Warn("recording: a batch reported as failed was stored after all; continuing after it", "seq", end.Seq)
+	if r.cfg.SyncInterval > 0 {
+		r.unsynced = true // a later head must sync it first
+	}
+	r.advance(recs, now)
 }
 
 func (r *Recorder) appendTimed(recs []*Record) error {
@@ -489,7 +575,7 @@ func (r *Recorder) advance(recs []*Record, now time.Time) {
 	if cp != nil {
 		r.lastCheckpoint = cp.Seq
 		r.adopted = 0 // every checkpoint since Open carried it
-		r.headErr = r.putHead(cp, now)
+		r.putHead(cp, now)
 	}
 }
 
@@ -561,10 +647,11 @@ func (r *Recorder) retain() {
 	}
 	r.first = first
 	r.advance([]*Record{cp}, now)
-	if r.headErr != nil {
-		// Until a head announces the new first record, removing the
-		// segments would read as deletion (and the next start refuses).
-		r.cfg.Log.Error("recording: retention postponed: the head announcing it could not be written", "error", r.headErr)
+	// The checkpoint announcing the new first record must be durable
+	// before anything goes (its head may fail on a full disk, which is
+	// when retention matters most: the checkpoint is enough).
+	if err := r.sync(); err != nil {
+		r.cfg.Log.Error("recording: retention postponed: the checkpoint announcing it is not durable", "error", err)
 		return
 	}
 	if err := rot.remove(victims); err != nil {

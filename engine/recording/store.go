@@ -77,8 +77,10 @@ type rotator interface {
 	// segment's age is that of its sealing checkpoint, signed by pub.
 	retention(now time.Time, pub ed25519.PublicKey) (victims []string, firstSeq uint64)
 	remove(victims []string) error
-	// firstSeq is the first seq still stored.
+	// firstSeq is the first seq still stored; tailFirst the first seq of
+	// the last segment.
 	firstSeq() uint64
+	tailFirst() uint64
 }
 
 // syncer is implemented by stores that can defer syncs (Files and Postgres

@@ -449,6 +449,7 @@ func wrapSyncOrder(o *syncOrder) Store {
 }
 
 func (o syncOrderRotator) needsRotation(n int) bool { return o.rot.needsRotation(n) }
+func (o syncOrderRotator) tailFirst() uint64        { return o.rot.tailFirst() }
 
 func (o syncOrderRotator) rotate(ctx context.Context, cp *Record) error {
 	err := o.rot.rotate(ctx, cp)

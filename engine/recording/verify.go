@@ -34,9 +34,6 @@ type VerifyReport struct {
 	// before a crash, or appended by someone else while it was down.
 	Unwitnessed [][2]uint64
 	Head        *Head
-	// NoHead: the chain has one checkpoint and no head (a stop between
-	// the first checkpoint and its head, or a removed head).
-	NoHead bool
 }
 
 // Verify walks a chain and returns the first record that breaks it as a
@@ -69,6 +66,11 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 		prevHash string
 		headSeen bool
 		lastCP   uint64 // seq of the last checkpoint record seen (0: none)
+		// A chain starting after seq 1 is retention when the head or a
+		// checkpoint announced it (a checkpoint's may outlive a head
+		// that could not be written); decided at the end.
+		lateStart, maxFirst uint64
+		lateLoc             string
 	)
 	bad := func(seq uint64, loc, format string, args ...any) error {
 		return &BadRecordError{Seq: seq, Location: loc, Reason: fmt.Sprintf(format, args...)}
@@ -100,10 +102,8 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 				// Trusted start.
 			case rec.Seq == 1 && rec.Prev != "":
 				return bad(rec.Seq, loc, "the first record links to a previous one (records before it were removed)")
-			case rec.Seq != 1 && head == nil:
-				return bad(1, loc, "the chain starts at seq %d and no signed head says records before it were retired: records 1..%d are missing", rec.Seq, rec.Seq-1)
-			case rec.Seq != 1 && rec.Seq > head.FirstSeq:
-				return bad(head.FirstSeq, loc, "the chain starts at seq %d but the signed head keeps records from seq %d: records %d..%d were deleted", rec.Seq, head.FirstSeq, head.FirstSeq, rec.Seq-1)
+			case rec.Seq != 1 && (head == nil || rec.Seq > head.FirstSeq):
+				lateStart, lateLoc = rec.Seq, loc
 			}
 		} else {
 			switch {
@@ -141,12 +141,21 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 				return bad(rec.Seq, loc, "checkpoint signature does not verify (forged, or signed by key %s, expected %s)", c.Key, KeyID(opts.PublicKey))
 			}
 			if c.Adopted > 0 {
-				lo := max(lastCP+1, rep.First)
-				if c.Adopted < lo || c.Adopted > c.Seq {
-					return bad(rec.Seq, loc, "checkpoint says it adopted records up to seq %d, outside %d..%d", c.Adopted, lo, c.Seq)
+				lo := lastCP + 1
+				if lastCP == 0 {
+					lo = rep.First
 				}
-				rep.Unwitnessed = append(rep.Unwitnessed, [2]uint64{lo, c.Adopted})
+				switch {
+				case c.Adopted > c.Seq:
+					return bad(rec.Seq, loc, "checkpoint says it adopted records up to seq %d, after the seq %d it covers", c.Adopted, c.Seq)
+				case c.Adopted >= lo:
+					rep.Unwitnessed = append(rep.Unwitnessed, [2]uint64{lo, c.Adopted})
+				case lastCP != 0 || opts.From == 0:
+					return bad(rec.Seq, loc, "checkpoint says it adopted records up to seq %d, before the checkpoint at seq %d", c.Adopted, lastCP)
+				}
+				// Else the adopted records precede the range asked for.
 			}
+			maxFirst = max(maxFirst, c.FirstSeq)
 			lastCP = rec.Seq
 			rep.Checkpoints++
 			rep.Signed = c.Seq
@@ -168,23 +177,24 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 	if err != nil {
 		return nil, err
 	}
-	if head != nil && !headSeen && head.Seq >= opts.From {
+	if lateStart > 0 && (head == nil || lateStart > head.FirstSeq) && lateStart > maxFirst {
+		if head == nil {
+			return nil, bad(1, lateLoc, "the chain starts at seq %d and no signed head or checkpoint says records before it were retired: records 1..%d are missing", lateStart, lateStart-1)
+		}
+		from := max(head.FirstSeq, maxFirst)
+		return nil, bad(from, lateLoc, "the chain starts at seq %d but the signed head keeps records from seq %d: records %d..%d were deleted", lateStart, from, from, lateStart-1)
+	}
+	if head != nil && head.Seq > 0 && !headSeen && head.Seq >= opts.From {
 		return nil, bad(prevSeq+1, "end of the chain", "the chain ends at seq %d but the signed head covers it up to seq %d: records %d..%d were truncated", prevSeq, head.Seq, prevSeq+1, head.Seq)
 	}
 	if !started && opts.From > 0 {
 		return nil, bad(opts.From, "end of the chain", "the chain has no record %d", opts.From)
 	}
-	switch {
-	case head == nil && rep.Checkpoints > 1:
-		// A head follows every checkpoint and is only ever replaced;
-		// without one, a tail cut anywhere after the last checkpoint
-		// would go unnoticed.
+	if head == nil && rep.Checkpoints > 0 {
+		// A chain gets a head (for seq 0) before its first record, and
+		// heads are only ever replaced: without one, a tail cut anywhere
+		// after the last checkpoint would go unnoticed.
 		return nil, bad(prevSeq+1, "signed head", "the chain has %d signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out", rep.Checkpoints)
-	case head == nil && rep.Checkpoints == 1:
-		// The daemon stopped between its first checkpoint and the head
-		// (which waits for a sync), or the head was removed: a tail cut
-		// after that checkpoint cannot be ruled out; said, not failed.
-		rep.NoHead = true
 	}
 	return rep, nil
 }
