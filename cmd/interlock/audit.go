@@ -74,7 +74,7 @@ func newAuditCmd(load func() (*Config, error)) *cobra.Command {
 These verbs read the store directly (state_dir/recordings, or recording.dsn) and work
 while the daemon runs.`,
 	}
-	cmd.AddCommand(newAuditVerifyCmd(load), newAuditExportCmd(load), newAuditPubkeyCmd(load))
+	cmd.AddCommand(newAuditVerifyCmd(load), newAuditExportCmd(load), newAuditPubkeyCmd(load), newAuditMigrateCmd(load))
 	return cmd
 }
 
@@ -220,6 +220,59 @@ created at the daemon's first start). Keep a copy off the host: with it, "audit 
 			fmt.Fprintf(cmd.OutOrStdout(), "# interlock recording key %s\n", recording.KeyID(pub))
 			_, err = cmd.OutOrStdout().Write(recording.PublicKeyPEM(pub))
 			return err
+		},
+	}
+}
+
+func newAuditMigrateCmd(load func() (*Config, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Sign a head of this version for a chain an earlier version wrote (daemon stopped)",
+		Long: `The daemon refuses a chain whose signed head an earlier version wrote (signed like a
+checkpoint, so that any checkpoint in the chain could stand in for it), or that has records
+and no head. Migrate verifies the chain as it is, accepting such a head, then appends a
+checkpoint and signs a head of this version for it. It trusts the chain's current end: verify
+it against a head or export kept off the host first if you have one. Stop the daemon first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			key, err := recording.LoadKey(cfg.recordingKeyPath())
+			if err != nil {
+				return err
+			}
+			pub := key.Public().(ed25519.PublicKey)
+			ctx := cmd.Context()
+			st, err := openRecordingStore(ctx, cfg, true)
+			if err != nil {
+				return err
+			}
+			host := readHost(cfg, "")
+			rep, err := recording.Verify(ctx, st, recording.VerifyOptions{Host: host, PublicKey: pub, LegacyHead: true})
+			if recording.IsBadRecord(err) {
+				st.Close()
+				return &exitError{code: 1, err: fmt.Errorf("audit migrate: the chain does not verify, nothing changed: FAILED at %w", err)}
+			}
+			if err != nil {
+				st.Close()
+				return err
+			}
+			rcfg := recording.Config{Store: st, Key: key, Host: host, TrustHead: true, Log: cfg.Logger()}
+			if cfg.Recording.SyncEvery() > 0 {
+				rcfg.SyncInterval = cfg.Recording.SyncEvery()
+			}
+			rec, err := recording.Open(rcfg)
+			if err != nil {
+				st.Close()
+				return err
+			}
+			if err := rec.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: host %s: records %d..%d verified; a checkpoint and a signed head of this version now cover them\n", rep.Host, rep.First, rep.Last)
+			return nil
 		},
 	}
 }

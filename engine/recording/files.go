@@ -143,7 +143,10 @@ func (s *Files) list() error {
 			continue
 		}
 		first, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, segPrefix), segSuffix), 10, 64)
-		if err != nil {
+		if err != nil || n != segName(first) {
+			// Only the names the writer gives: another spelling of a
+			// number (more leading zeros) would slip a file in beside
+			// the real segment of that seq.
 			continue
 		}
 		s.segs = append(s.segs, segment{name: n, first: first})
@@ -289,7 +292,7 @@ func (s *Files) Last(ctx context.Context, _ string) (*Record, error) {
 		if last != nil {
 			rec, err := ParseRecord(last)
 			if err != nil {
-				return nil, fmt.Errorf("recording: the last record in %s is damaged (%v); run `interlock audit verify`, and move the segment aside to start a new chain", s.segs[i].name, err)
+				return nil, fmt.Errorf("recording: the last record in %s is damaged (%v); run `interlock audit verify`, and move the recordings directory (head.json included) aside to start a new chain", s.segs[i].name, err)
 			}
 			return rec, nil
 		}
@@ -532,8 +535,7 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 // checkpoint: its last record, which must be a checkpoint of the record
 // before it, the last before the next segment's first seq (next), signed
 // by pub, whose signed time is its record's. Anything else leaves the time
-// unknown. A checkpoint of an earlier version, which signed no time, gives
-// its record's time.
+// unknown.
 func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	if sg.sealKnown {
 		return
@@ -568,10 +570,9 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	if rec.Decode(&c) != nil || c.Seq+1 != rec.Seq || c.Hash != rec.Prev || !c.verify(pub, rec.Host) {
 		return
 	}
-	switch {
-	case c.TimeNS == 0:
-		sg.sealTime = rec.Time
-	case c.TimeNS == rec.Time.UnixNano():
+	// A checkpoint of an earlier version signed no time: its segment ages
+	// with the first later one whose seal did.
+	if c.TimeNS != 0 && c.TimeNS == rec.Time.UnixNano() {
 		sg.sealTime = time.Unix(0, c.TimeNS)
 	}
 }

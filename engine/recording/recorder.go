@@ -34,8 +34,14 @@ type Config struct {
 	// head (so that a head never covers records a power loss could take)
 	// and at close. The store must be opened for it (DeferSync).
 	SyncInterval time.Duration
-	Metrics      *Metrics
-	Log          *slog.Logger
+	// TrustHead accepts, once, a chain whose head earlier versions wrote
+	// (signed like a checkpoint, which any checkpoint in the chain could
+	// supply) or a chain with records and no head, and signs a checkpoint
+	// and a head of this version for it at once: `interlock audit
+	// migrate`, after verifying the chain. Without it Open refuses both.
+	TrustHead bool
+	Metrics   *Metrics
+	Log       *slog.Logger
 }
 
 // CheckAndSetDefaults validates c and fills in defaults.
@@ -133,12 +139,21 @@ func Open(cfg Config) (*Recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, files := cfg.Store.(rotator); files && last != nil && last.Host != cfg.Host {
+	if _, files := cfg.Store.(rotator); files {
 		// A files store holds one chain: after a hostname change (a
 		// renamed machine, a container recreated on the same volume) it
 		// goes on under the name it was started with.
-		cfg.Log.Warn("recording: the store's chain belongs to another host name; continuing it under that name", "chain_host", last.Host, "hostname", cfg.Host)
-		r.cfg.Host = last.Host
+		chain := ""
+		switch {
+		case last != nil:
+			chain = last.Host
+		case head != nil:
+			chain = head.Host
+		}
+		if chain != "" && chain != cfg.Host {
+			cfg.Log.Warn("recording: the store's chain belongs to another host name; continuing it under that name", "chain_host", chain, "hostname", cfg.Host)
+			r.cfg.Host = chain
+		}
 	}
 	if last != nil {
 		r.seq, r.prev = last.Seq, last.Hash
@@ -166,17 +181,20 @@ func Open(cfg Config) (*Recorder, error) {
 // continues (and so signs) the chain, and sets the first record the chain
 // keeps from signed data only (file names can be changed by whoever can
 // delete files). It refuses:
-//   - a head whose signature does not verify, or one in the form earlier
-//     versions wrote over a chain this version has signed checkpoints in
-//     (any checkpoint yields such a head);
+//   - a chain with records but no head: a new chain gets a head for seq 0
+//     before its first record, so the head was removed (or an earlier
+//     version never wrote one);
+//   - a head whose signature does not verify, and one in the form earlier
+//     versions wrote (signed like a checkpoint, so any checkpoint in the
+//     chain yields one);
 //   - a chain that ends before its head (truncated) or differs from it;
 //   - a chain that starts after the first record the head, or the last
-//     checkpoint, keeps (deleted from the front);
-//   - records with checkpoints but no head: a new chain gets a head for
-//     seq 0 before its first record, so the head was removed.
+//     checkpoint, keeps (deleted from the front).
 //
-// An empty store gets that first head here; if it cannot be written the
-// daemon does not start, rather than record without one.
+// The first two are what `interlock audit migrate` (Config.TrustHead)
+// accepts, once, after the operator verified the chain. An empty store
+// gets its first head here; if it cannot be written the daemon does not
+// start, rather than record without one.
 func (r *Recorder) checkHead(ctx context.Context, last *Record, head *Head) error {
 	pub := r.cfg.Key.Public().(ed25519.PublicKey)
 	if head == nil && last == nil {
@@ -187,27 +205,27 @@ func (r *Recorder) checkHead(ctx context.Context, last *Record, head *Head) erro
 		}
 		return nil
 	}
+	trusted := false
+	switch {
+	case head == nil && !r.cfg.TrustHead:
+		return errors.New("recording: the chain has records but no signed head: the head was removed, or an earlier version never wrote one; run `interlock audit verify`, then `interlock audit migrate` to sign a head for the chain as it is (or move the recordings directory aside to start a new chain)")
+	case head != nil && !head.verify(pub) && !(head.legacy(pub) && r.cfg.TrustHead):
+		if head.legacy(pub) {
+			return fmt.Errorf("recording: the signed head (seq %d) is in the form earlier versions wrote, which any checkpoint in the chain could supply; run `interlock audit verify`, then `interlock audit migrate` to sign a head of this version", head.Seq)
+		}
+		return fmt.Errorf("recording: the signed head (seq %d) does not verify: edited, or signed by another key; run `interlock audit verify`", head.Seq)
+	case head == nil || !head.verify(pub):
+		trusted = true
+	}
 	cp, err := r.lastCheckpointOf(ctx, last)
 	if err != nil {
 		return err
 	}
-	if head == nil {
-		if cp != nil {
-			return errors.New("recording: the chain has signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out; run `interlock audit verify`, and move the recordings aside to start a new chain")
-		}
-		// Records but never a checkpoint, and no head: a chain an earlier
-		// version started and stopped before its first checkpoint. Its
-		// records are adopted (above), and Verify reports them.
-		r.cfg.Log.Warn("recording: the chain has no signed head and no checkpoint (an earlier version's, stopped before its first checkpoint); its records are signed as found")
-	} else if !head.verify(pub) {
-		switch {
-		case !head.legacy(pub):
-			return fmt.Errorf("recording: the signed head (seq %d) does not verify: edited, or signed by another key; run `interlock audit verify`", head.Seq)
-		case cp != nil && cp.TimeNS != 0:
-			return fmt.Errorf("recording: the signed head (seq %d) is in the form earlier versions wrote, but this version has signed checkpoints in the chain: the head was replaced; run `interlock audit verify`", head.Seq)
-		default:
-			r.cfg.Log.Warn("recording: the signed head is in an earlier version's form; the next checkpoint signs a new one")
-		}
+	if trusted {
+		// audit migrate: the operator verified the chain; sign it now.
+		r.cfg.Log.Warn("recording: signing a head of this version for the chain as it is (audit migrate)")
+		r.uncovered, r.uncoveredSince = max(r.uncovered, 1), time.Time{}
+		r.lastCheckpoint = 0
 	}
 	if head != nil {
 		if r.seq < head.Seq {
@@ -241,7 +259,8 @@ func (r *Recorder) checkHead(ctx context.Context, last *Record, head *Head) erro
 
 // lastCheckpointOf returns the chain's last checkpoint (nil: none), read
 // from the store's last segment and the one before (whose last record is
-// its sealing checkpoint), or the whole chain of a store without segments.
+// its sealing checkpoint), or, when none is there (misleading file names,
+// a crash during rotation), from the whole chain.
 func (r *Recorder) lastCheckpointOf(ctx context.Context, last *Record) (*Checkpoint, error) {
 	if last == nil {
 		return nil, nil
@@ -250,18 +269,28 @@ func (r *Recorder) lastCheckpointOf(ctx context.Context, last *Record) (*Checkpo
 	if last.Type == TypeCheckpoint {
 		found = last
 	} else {
+		scan := func(f Filter) error {
+			return r.cfg.Store.Scan(ctx, f, func(rec *Record, _ string, _ error) error {
+				if rec != nil {
+					found = rec
+				}
+				return nil
+			})
+		}
 		f := Filter{Host: r.cfg.Host, Types: []Type{TypeCheckpoint}}
 		if rot, ok := r.cfg.Store.(rotator); ok && rot.tailFirst() > 1 {
+			// The last segment and the seal of the one before: where the
+			// last checkpoint is, unless the file names mislead.
 			f.From = rot.tailFirst() - 1
-		}
-		err := r.cfg.Store.Scan(ctx, f, func(rec *Record, _ string, _ error) error {
-			if rec != nil {
-				found = rec
+			if err := scan(f); err != nil {
+				return nil, err
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
+			f.From = 0
+		}
+		if found == nil {
+			if err := scan(f); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if found == nil {

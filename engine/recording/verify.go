@@ -17,6 +17,10 @@ type VerifyOptions struct {
 	From uint64
 	// PublicKey checks the checkpoints and the head.
 	PublicKey ed25519.PublicKey
+	// LegacyHead accepts a head signed as earlier versions signed them
+	// (like a checkpoint), or no head: what `interlock audit migrate`
+	// checks before it signs a head of this version.
+	LegacyHead bool
 }
 
 // VerifyReport is what a successful verification covered.
@@ -53,7 +57,7 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 	}
 	if head != nil {
 		rep.Head = head
-		if !head.verify(opts.PublicKey) {
+		if !head.verify(opts.PublicKey) && !(opts.LegacyHead && head.legacy(opts.PublicKey)) {
 			if head.legacy(opts.PublicKey) {
 				return nil, &BadRecordError{Seq: head.Seq, Location: "signed head", Reason: "the head is signed as earlier versions signed it (with a checkpoint's signature, which any checkpoint in the chain could supply, so it cannot prove the tail complete); start the daemon once to sign a new head, then verify again"}
 			}
@@ -150,10 +154,11 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 					return bad(rec.Seq, loc, "checkpoint says it adopted records up to seq %d, after the seq %d it covers", c.Adopted, c.Seq)
 				case c.Adopted >= lo:
 					rep.Unwitnessed = append(rep.Unwitnessed, [2]uint64{lo, c.Adopted})
-				case lastCP != 0 || opts.From == 0:
+				case lastCP != 0:
 					return bad(rec.Seq, loc, "checkpoint says it adopted records up to seq %d, before the checkpoint at seq %d", c.Adopted, lastCP)
 				}
-				// Else the adopted records precede the range asked for.
+				// Else the adopted records precede the range checked
+				// (--from, or retired by retention).
 			}
 			maxFirst = max(maxFirst, c.FirstSeq)
 			lastCP = rec.Seq
@@ -190,11 +195,11 @@ func Verify(ctx context.Context, st Store, opts VerifyOptions) (*VerifyReport, e
 	if !started && opts.From > 0 {
 		return nil, bad(opts.From, "end of the chain", "the chain has no record %d", opts.From)
 	}
-	if head == nil && rep.Checkpoints > 0 {
+	if head == nil && rep.Records > 0 && !opts.LegacyHead {
 		// A chain gets a head (for seq 0) before its first record, and
 		// heads are only ever replaced: without one, a tail cut anywhere
 		// after the last checkpoint would go unnoticed.
-		return nil, bad(prevSeq+1, "signed head", "the chain has %d signed checkpoints but no signed head: the head was removed, so a truncated tail cannot be ruled out", rep.Checkpoints)
+		return nil, bad(prevSeq+1, "signed head", "the chain has records but no signed head: the head was removed (or an earlier version never wrote one: see `interlock audit migrate`), so a truncated tail cannot be ruled out")
 	}
 	return rep, nil
 }
