@@ -80,10 +80,11 @@ type FilesConfig struct {
 type segment struct {
 	name  string
 	first uint64
-	// Of a sealed segment, found once (sealInfo): the signed time of its
-	// sealing checkpoint (zero: unknown).
-	sealKnown bool
-	sealTime  time.Time
+	// Of a sealed segment, found once (sealInfo): whether its own sealing
+	// checkpoint verifies, and its signed time (zero: unknown, a
+	// first-version checkpoint).
+	sealKnown, sealOK bool
+	sealTime          time.Time
 }
 
 const (
@@ -482,36 +483,35 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 	if s.cfg.RetentionAge <= 0 && s.cfg.RetentionSize <= 0 {
 		return nil, 0
 	}
-	// Ages come from signed records, not from the files' metadata:
-	// whoever can write the directory can backdate a file, and retention
-	// would then remove recent records and sign it. A sealed segment is
-	// counted at no more than a segment's size, so padding one adds
-	// nothing (sealed segments are full, less a batch).
+	// Only segments whose own sealing checkpoint verifies count, and
+	// retention stops at the first that does not: a file someone added
+	// (even all NULs under a proper name) or a segment a crash left
+	// unsealed. Ages come from the seals' signed times, never from the
+	// files' metadata, which whoever can write the directory can change
+	// to make the daemon remove recent records and sign it; a sealed
+	// segment counts at most a segment's size, so padding one gains
+	// nothing.
 	n := len(s.segs)
 	sizes := make([]int64, n)
 	var total int64
 	for i := range s.segs {
 		sg := &s.segs[i]
-		switch {
-		case sg.name == s.curName:
+		if sg.name == s.curName {
 			sizes[i] = s.off
-		default:
-			if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil {
+		} else if i+1 < n {
+			s.sealInfo(sg, s.segs[i+1].first, pub)
+			if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil && sg.sealOK {
 				sizes[i] = min(st.Size(), s.cfg.SegmentSize)
-			}
-			if i+1 < n {
-				s.sealInfo(sg, s.segs[i+1].first, pub)
 			}
 		}
 		total += sizes[i]
 	}
-	// A segment is at least as old as the first later one whose seal
-	// verifies (one whose seal cannot be read, after a crash during its
-	// rotation, still ages with its successors).
+	// A first-version seal signed no time: such a segment ages with the
+	// first later one whose seal did.
 	ages := make([]time.Time, n)
 	var next time.Time
 	for i := n - 2; i >= 0; i-- {
-		if !s.segs[i].sealTime.IsZero() {
+		if s.segs[i].sealOK && !s.segs[i].sealTime.IsZero() {
 			next = s.segs[i].sealTime
 		}
 		ages[i] = next
@@ -519,6 +519,13 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 	var victims []string
 	var first uint64
 	for i, sg := range s.segs[:n-1] { // never the current segment
+		if !sg.sealOK {
+			if s.cfg.RetentionAge > 0 && !ages[i].IsZero() && now.Sub(ages[i]) > s.cfg.RetentionAge ||
+				s.cfg.RetentionSize > 0 && total > s.cfg.RetentionSize {
+				s.cfg.Log.Warn("recording: retention stops at a segment whose sealing checkpoint does not verify (a crash during its rotation, or a file someone added); run `interlock audit verify`", "segment", sg.name)
+			}
+			break
+		}
 		old := s.cfg.RetentionAge > 0 && !ages[i].IsZero() && now.Sub(ages[i]) > s.cfg.RetentionAge
 		big := s.cfg.RetentionSize > 0 && total > s.cfg.RetentionSize
 		if !old && !big {
@@ -570,9 +577,11 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	if rec.Decode(&c) != nil || c.Seq+1 != rec.Seq || c.Hash != rec.Prev || !c.verify(pub, rec.Host) {
 		return
 	}
-	// A checkpoint of an earlier version signed no time: its segment ages
-	// with the first later one whose seal did.
-	if c.TimeNS != 0 && c.TimeNS == rec.Time.UnixNano() {
+	if c.TimeNS != 0 && c.TimeNS != rec.Time.UnixNano() {
+		return
+	}
+	sg.sealOK = true
+	if c.TimeNS != 0 {
 		sg.sealTime = time.Unix(0, c.TimeNS)
 	}
 }

@@ -35,29 +35,36 @@ func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode recording key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create recording key %s: %w", path, err)
 	}
-	// O_EXCL: two daemons starting at once must not each write a key.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return LoadKey(path)
-	}
+	// Written whole to a temporary file and linked into place, so that a
+	// crash never leaves a partial key behind (which would stop every
+	// later start); link fails if another daemon starting at the same
+	// time got there first, and its key is the one.
+	f, err := os.CreateTemp(dir, ".recording.key.*")
 	if err != nil {
 		return nil, fmt.Errorf("create recording key %s: %w", path, err)
 	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		f.Close()
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("write recording key %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write recording key %s: %w", path, err)
+	if err := os.Link(tmp, path); errors.Is(err, fs.ErrExist) {
+		return LoadKey(path)
+	} else if err != nil {
+		return nil, fmt.Errorf("create recording key %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write recording key %s: %w", path, err)
-	}
-	syncDir(filepath.Dir(path))
+	syncDir(dir)
 	return priv, nil
 }
 

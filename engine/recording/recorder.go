@@ -231,8 +231,8 @@ func (r *Recorder) checkHead(ctx context.Context, last *Record, head *Head) erro
 		if r.seq < head.Seq {
 			return fmt.Errorf("recording: the chain ends at seq %d but its signed head is at seq %d: records were removed; run `interlock audit verify`", r.seq, head.Seq)
 		}
-		if head.Seq > 0 && r.seq == head.Seq && last.Hash != head.Hash {
-			return fmt.Errorf("recording: the last record (seq %d) does not match the signed head; run `interlock audit verify`", r.seq)
+		if err := r.checkCovered(ctx, head); err != nil {
+			return err
 		}
 	}
 	r.first = 1
@@ -253,6 +253,50 @@ func (r *Recorder) checkHead(ctx context.Context, last *Record, head *Head) erro
 	}
 	if stored > r.first {
 		return fmt.Errorf("recording: the chain starts at seq %d but the signed head keeps records from seq %d: records %d..%d were deleted; run `interlock audit verify`", stored, r.first, r.first, stored-1)
+	}
+	return nil
+}
+
+// checkCovered makes sure the chain still holds what the head covers: the
+// record at its seq, with its hash, and after it the checkpoint it was
+// signed for. Otherwise records the head covers were rewritten (or cut and
+// replaced), and continuing would sign them anew as an adopted tail.
+func (r *Recorder) checkCovered(ctx context.Context, head *Head) error {
+	if head.Seq == 0 {
+		return nil
+	}
+	var at, next *Record
+	errDone := errors.New("done")
+	err := r.cfg.Store.Scan(ctx, Filter{Host: r.cfg.Host, From: head.Seq}, func(rec *Record, _ string, _ error) error {
+		switch {
+		case rec == nil:
+		case rec.Seq == head.Seq && at == nil:
+			at = rec
+		case rec.Seq == head.Seq+1 && at != nil:
+			next = rec
+			return errDone
+		default:
+			return errDone
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errDone) {
+		return err
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("recording: the chain no longer holds what its signed head covers (seq %d): %s; run `interlock audit verify`", head.Seq, why)
+	}
+	switch {
+	case at == nil:
+		return bad("that record is missing")
+	case at.Hash != head.Hash:
+		return bad("that record was changed")
+	case next == nil || next.Type != TypeCheckpoint || next.Prev != head.Hash:
+		return bad("the checkpoint after it is missing or changed")
+	}
+	var c Checkpoint
+	if next.Decode(&c) != nil || c.Seq != head.Seq || c.Hash != head.Hash || !c.verify(r.cfg.Key.Public().(ed25519.PublicKey), next.Host) {
+		return bad("the checkpoint after it does not verify")
 	}
 	return nil
 }
@@ -300,7 +344,7 @@ func (r *Recorder) lastCheckpointOf(ctx context.Context, last *Record) (*Checkpo
 	if err := found.Decode(&c); err != nil {
 		return nil, fmt.Errorf("recording: checkpoint seq %d is damaged: %w; run `interlock audit verify`", found.Seq, err)
 	}
-	if !c.verify(r.cfg.Key.Public().(ed25519.PublicKey), found.Host) {
+	if c.Seq+1 != found.Seq || c.Hash != found.Prev || !c.verify(r.cfg.Key.Public().(ed25519.PublicKey), found.Host) {
 		return nil, fmt.Errorf("recording: checkpoint seq %d does not verify; run `interlock audit verify`", found.Seq)
 	}
 	return &c, nil
