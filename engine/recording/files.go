@@ -493,16 +493,20 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 	// nothing.
 	n := len(s.segs)
 	sizes := make([]int64, n)
-	var total int64
-	for i := range s.segs {
+	total := s.off // the current segment
+	run := true    // still in the unbroken run of sealed segments from the first
+	for i := range s.segs[:n-1] {
 		sg := &s.segs[i]
-		if sg.name == s.curName {
-			sizes[i] = s.off
-		} else if i+1 < n {
-			s.sealInfo(sg, s.segs[i+1].first, pub)
-			if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil && sg.sealOK {
-				sizes[i] = min(st.Size(), s.cfg.SegmentSize)
-			}
+		s.sealInfo(sg, s.segs[i+1].first, pub)
+		run = run && sg.sealOK
+		if !run {
+			// Nothing after a break counts: it cannot go, and copies of
+			// real checkpoints in added files would otherwise add to
+			// the total and make the segments before them go.
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil {
+			sizes[i] = min(st.Size(), s.cfg.SegmentSize)
 		}
 		total += sizes[i]
 	}
@@ -555,6 +559,23 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || st.Size() == 0 {
+		return
+	}
+	// It begins with the record its name says (an added file holding a
+	// copy of a real checkpoint does not).
+	line, err := bufio.NewReader(io.NewSectionReader(f, 0, st.Size())).ReadSlice('\n')
+	if err != nil && !errors.Is(err, bufio.ErrBufferFull) || bytes.IndexByte(line, 0) >= 0 {
+		return
+	}
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// A first record longer than the reader's buffer: read it whole.
+		full, err := bufio.NewReaderSize(io.NewSectionReader(f, 0, st.Size()), int(min(st.Size(), s.cfg.SegmentSize)+1)).ReadSlice('\n')
+		if err != nil || bytes.IndexByte(full, 0) >= 0 {
+			return
+		}
+		line = full
+	}
+	if r0, err := ParseRecord(bytes.TrimSuffix(line, []byte("\n"))); err != nil || r0.Seq != sg.first {
 		return
 	}
 	// Sealed segments are cut to their data; one whose cut failed ends in
