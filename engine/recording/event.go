@@ -152,7 +152,11 @@ type Checkpoint struct {
 	// TimeNS is the checkpoint record's time (Unix nanoseconds), signed:
 	// retention judges a sealed segment's age by it, which whoever can
 	// touch the files cannot move. Zero in checkpoints of earlier versions.
-	TimeNS int64  `json:"time_ns,omitempty"`
+	TimeNS int64 `json:"time_ns,omitempty"`
+	// Sealed is set on the checkpoint that seals a segment: the length of
+	// the segment's data before it, in bytes. Retention counts a sealed
+	// segment by it and tells the seal from interior checkpoints.
+	Sealed int64  `json:"sealed,omitempty"`
 	Key    string `json:"key"` // key id: hex of the first 8 bytes of SHA-256(public key)
 	Sig    string `json:"sig"` // base64 ed25519 signature of checkpointMessage
 }

@@ -84,6 +84,7 @@ type segment struct {
 	// checkpoint verifies, and its signed time (zero: unknown, a
 	// first-version checkpoint).
 	sealKnown, sealOK bool
+	sealSize          int64 // bytes it counts for retention_size
 	sealTime          time.Time
 }
 
@@ -505,9 +506,7 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 			// the total and make the segments before them go.
 			continue
 		}
-		if st, err := os.Stat(filepath.Join(s.cfg.Dir, sg.name)); err == nil {
-			sizes[i] = min(st.Size(), s.cfg.SegmentSize)
-		}
+		sizes[i] = sg.sealSize
 		total += sizes[i]
 	}
 	// A first-version seal signed no time: such a segment ages with the
@@ -580,16 +579,18 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	}
 	// Sealed segments are cut to their data; one whose cut failed ends in
 	// NUL padding, which the last 64 KiB show unless it is larger.
-	tail := make([]byte, min(st.Size(), 64<<10))
-	if _, err := f.ReadAt(tail, st.Size()-int64(len(tail))); err != nil {
+	tailAt := st.Size() - min(st.Size(), 64<<10)
+	tail := make([]byte, st.Size()-tailAt)
+	if _, err := f.ReadAt(tail, tailAt); err != nil {
 		return
 	}
 	tail = bytes.TrimRight(tail, "\x00")
 	tail = bytes.TrimSuffix(tail, []byte("\n"))
 	i := bytes.LastIndexByte(tail, '\n')
-	if i < 0 && int64(len(tail)) != st.Size() {
+	if i < 0 && tailAt > 0 {
 		return // the line's start is not in the window
 	}
+	sealAt := tailAt + int64(i) + 1
 	rec, err := ParseRecord(tail[i+1:])
 	if err != nil || rec.Type != TypeCheckpoint || rec.Seq+1 != next {
 		return
@@ -598,11 +599,19 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	if rec.Decode(&c) != nil || c.Seq+1 != rec.Seq || c.Hash != rec.Prev || !c.verify(pub, rec.Host) {
 		return
 	}
-	if c.TimeNS != 0 && c.TimeNS != rec.Time.UnixNano() {
-		return
-	}
-	sg.sealOK = true
-	if c.TimeNS != 0 {
+	switch {
+	case c.TimeNS == 0 && c.Sealed == 0:
+		// An earlier version's checkpoint: it signed neither a time nor
+		// the segment's length (and cannot be told from an interior
+		// one). The segment counts at its file's length, at most a
+		// segment's size, and ages with the next seal that signed a
+		// time.
+		sg.sealOK, sg.sealSize = true, min(st.Size(), s.cfg.SegmentSize)
+	case c.Sealed > 0 && c.Sealed == sealAt && c.TimeNS == rec.Time.UnixNano():
+		// The seal signed where it starts: nothing was cut out of the
+		// segment or put into it before the seal, and the segment counts
+		// at its signed length.
+		sg.sealOK, sg.sealSize = true, sealAt+int64(len(tail)-i)
 		sg.sealTime = time.Unix(0, c.TimeNS)
 	}
 }
@@ -619,6 +628,12 @@ func (s *Files) remove(victims []string) error {
 	syncDir(s.cfg.Dir)
 	s.list()
 	return errors.Join(errs...)
+}
+
+func (s *Files) dataLen() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.off
 }
 
 func (s *Files) tailFirst() uint64 {

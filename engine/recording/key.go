@@ -141,10 +141,10 @@ type Head struct {
 // the fields from a later checkpoint breaks its signature.
 func checkpointMessage(host string, c *Checkpoint) []byte {
 	m := host + "\n" + strconv.FormatUint(c.Seq, 10) + "\n" + c.Hash + "\n" + strconv.FormatUint(c.FirstSeq, 10)
-	if c.Adopted == 0 && c.TimeNS == 0 {
+	if c.Adopted == 0 && c.TimeNS == 0 && c.Sealed == 0 {
 		return []byte("interlock-checkpoint-v1\n" + m)
 	}
-	return []byte("interlock-checkpoint-v2\n" + m + "\n" + strconv.FormatUint(c.Adopted, 10) + "\n" + strconv.FormatInt(c.TimeNS, 10))
+	return []byte("interlock-checkpoint-v2\n" + m + "\n" + strconv.FormatUint(c.Adopted, 10) + "\n" + strconv.FormatInt(c.TimeNS, 10) + "\n" + strconv.FormatInt(c.Sealed, 10))
 }
 
 // headMessage is the byte string a head's signature covers.
@@ -154,8 +154,13 @@ func headMessage(h *Head) []byte {
 }
 
 func sign(priv ed25519.PrivateKey, host string, seq uint64, hash string, firstSeq, adopted uint64, now time.Time) Checkpoint {
+	return signSeal(priv, host, seq, hash, firstSeq, adopted, now, 0)
+}
+
+// signSeal signs a checkpoint; sealed > 0 makes it a segment's seal.
+func signSeal(priv ed25519.PrivateKey, host string, seq uint64, hash string, firstSeq, adopted uint64, now time.Time, sealed int64) Checkpoint {
 	pub := priv.Public().(ed25519.PublicKey)
-	c := Checkpoint{Seq: seq, Hash: hash, FirstSeq: firstSeq, Adopted: adopted, TimeNS: now.UnixNano(), Key: KeyID(pub)}
+	c := Checkpoint{Seq: seq, Hash: hash, FirstSeq: firstSeq, Adopted: adopted, TimeNS: now.UnixNano(), Sealed: sealed, Key: KeyID(pub)}
 	c.Sig = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, checkpointMessage(host, &c)))
 	return c
 }

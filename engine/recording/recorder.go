@@ -616,7 +616,13 @@ func (r *Recorder) sync() error {
 
 // checkpoint builds the checkpoint record that follows (seq, hash).
 func (r *Recorder) checkpoint(seq uint64, hash string, first uint64, now time.Time) *Record {
-	cp := sign(r.cfg.Key, r.cfg.Host, seq, hash, first, r.adopted, now)
+	return r.seal(seq, hash, first, now, 0)
+}
+
+// seal builds a checkpoint that seals a segment of sealed bytes of data
+// (0: an ordinary checkpoint).
+func (r *Recorder) seal(seq uint64, hash string, first uint64, now time.Time, sealed int64) *Record {
+	cp := signSeal(r.cfg.Key, r.cfg.Host, seq, hash, first, r.adopted, now, sealed)
 	data, _ := json.Marshal(cp)
 	rec := &Record{V: Version, Seq: seq + 1, Time: now, Host: r.cfg.Host, Type: TypeCheckpoint, Prev: hash, Data: data}
 	rec.encode()
@@ -688,7 +694,7 @@ func (r *Recorder) maybeRotate(batch []*entry, now time.Time) error {
 	if !rot.needsRotation(n) {
 		return nil
 	}
-	cp := r.checkpoint(r.seq, r.prev, r.first, now)
+	cp := r.seal(r.seq, r.prev, r.first, now, rot.dataLen())
 	t0 := time.Now()
 	err := rot.rotate(context.Background(), cp)
 	r.cfg.Metrics.Sync.Observe(time.Since(t0).Seconds())

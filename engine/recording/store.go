@@ -81,6 +81,9 @@ type rotator interface {
 	// the last segment.
 	firstSeq() uint64
 	tailFirst() uint64
+	// dataLen is the length of the current segment's data: where its
+	// sealing checkpoint will start.
+	dataLen() int64
 }
 
 // syncer is implemented by stores that can defer syncs (Files and Postgres
