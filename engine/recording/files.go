@@ -494,8 +494,10 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 	// nothing.
 	n := len(s.segs)
 	sizes := make([]int64, n)
-	total := s.off // the current segment
-	run := true    // still in the unbroken run of sealed segments from the first
+	// The current segment counts at most a segment's size: it may hold a
+	// tail adopted at start, which nobody signed.
+	total := min(s.off, s.cfg.SegmentSize)
+	run := true // still in the unbroken run of sealed segments from the first
 	for i := range s.segs[:n-1] {
 		sg := &s.segs[i]
 		s.sealInfo(sg, s.segs[i+1].first, pub)
@@ -506,7 +508,7 @@ func (s *Files) retention(now time.Time, pub ed25519.PublicKey) ([]string, uint6
 			// the total and make the segments before them go.
 			continue
 		}
-		sizes[i] = sg.sealSize
+		sizes[i] = min(sg.sealSize, s.cfg.SegmentSize)
 		total += sizes[i]
 	}
 	// A first-version seal signed no time: such a segment ages with the
@@ -562,17 +564,11 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	}
 	// It begins with the record its name says (an added file holding a
 	// copy of a real checkpoint does not).
-	line, err := bufio.NewReader(io.NewSectionReader(f, 0, st.Size())).ReadSlice('\n')
-	if err != nil && !errors.Is(err, bufio.ErrBufferFull) || bytes.IndexByte(line, 0) >= 0 {
+	// (A first record may be longer than a segment: a batch of one large
+	// statement starts a segment of its own.)
+	line, err := bufio.NewReader(io.NewSectionReader(f, 0, min(st.Size(), max(s.cfg.SegmentSize, 16<<20)))).ReadBytes('\n')
+	if err != nil || bytes.IndexByte(line, 0) >= 0 {
 		return
-	}
-	if errors.Is(err, bufio.ErrBufferFull) {
-		// A first record longer than the reader's buffer: read it whole.
-		full, err := bufio.NewReaderSize(io.NewSectionReader(f, 0, st.Size()), int(min(st.Size(), s.cfg.SegmentSize)+1)).ReadSlice('\n')
-		if err != nil || bytes.IndexByte(full, 0) >= 0 {
-			return
-		}
-		line = full
 	}
 	if r0, err := ParseRecord(bytes.TrimSuffix(line, []byte("\n"))); err != nil || r0.Seq != sg.first {
 		return
@@ -602,11 +598,11 @@ func (s *Files) sealInfo(sg *segment, next uint64, pub ed25519.PublicKey) {
 	switch {
 	case c.TimeNS == 0 && c.Sealed == 0:
 		// An earlier version's checkpoint: it signed neither a time nor
-		// the segment's length (and cannot be told from an interior
-		// one). The segment counts at its file's length, at most a
-		// segment's size, and ages with the next seal that signed a
-		// time.
-		sg.sealOK, sg.sealSize = true, min(st.Size(), s.cfg.SegmentSize)
+		// the segment's length, and cannot be told from an interior one
+		// (a segment split at them gives pieces that all pass). The
+		// segment may go, counting nothing towards retention_size, and
+		// ages with the next seal that signed a time.
+		sg.sealOK = true
 	case c.Sealed > 0 && c.Sealed == sealAt && c.TimeNS == rec.Time.UnixNano():
 		// The seal signed where it starts: nothing was cut out of the
 		// segment or put into it before the seal, and the segment counts
