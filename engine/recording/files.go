@@ -174,6 +174,22 @@ func (s *Files) openTail() error {
 		f.Close()
 		return fmt.Errorf("recording: read %s: %w", path, err)
 	}
+	if end == 0 && len(s.segs) > 1 {
+		// A segment created by a rotation that a crash interrupted before
+		// anything reached it: the chain goes on in the segment before
+		// it, which is sealed later as usual (otherwise it would be
+		// named past its first record and stop retention for good).
+		f.Close()
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("recording: remove the empty segment %s: %w", path, err)
+		}
+		if err := syncDir(s.cfg.Dir); err != nil {
+			return fmt.Errorf("recording: sync %s: %w", s.cfg.Dir, err)
+		}
+		s.cfg.Log.Warn("recording: removed an empty segment a crash during rotation left; continuing the one before it", "segment", last.name)
+		s.segs = s.segs[:len(s.segs)-1]
+		return s.openTail()
+	}
 	if torn > 0 {
 		// A line written but not synced before a crash. With O_DSYNC its
 		// statement was never acknowledged, so never forwarded; with
@@ -445,6 +461,17 @@ func (s *Files) rotate(ctx context.Context, checkpoint *Record) error {
 	defer s.mu.Unlock()
 	if s.broken != nil {
 		return s.broken
+	}
+	if s.deferred() {
+		// The records written since the last sync are made durable before
+		// the next segment's file is: after a power loss, a new file must
+		// never stand after records that were lost (the chain would go on
+		// in it from an earlier seq than its name, and a later rotation
+		// would create a file that sorts before it, or the same name).
+		if err := unix.Fdatasync(int(s.cur.Fd())); err != nil {
+			s.breakOnSync(s.curName, err)
+			return s.broken
+		}
 	}
 	f, name, alloc, err := s.createSegment(checkpoint.Seq + 1)
 	if err != nil {
