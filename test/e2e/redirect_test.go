@@ -438,7 +438,11 @@ func TestFailClosed(t *testing.T) {
 		stop                        atomic.Bool
 		directN, relayedN, refusedN atomic.Int64
 		wg                          sync.WaitGroup
+		phase                       atomic.Value // what the daemon is doing
+		directs                     []string     // the direct ones, to say when and how
+		mu                          sync.Mutex
 	)
+	phase.Store("running")
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -447,6 +451,9 @@ func TestFailClosed(t *testing.T) {
 			switch {
 			case direct(res):
 				directN.Add(1)
+				mu.Lock()
+				directs = append(directs, fmt.Sprintf("%s: %+v", phase.Load(), res))
+				mu.Unlock()
 			case relayed(res):
 				relayedN.Add(1)
 			default:
@@ -455,7 +462,9 @@ func TestFailClosed(t *testing.T) {
 		}
 	}()
 	time.Sleep(300 * time.Millisecond)
+	phase.Store("killing")
 	e.d.Kill()
+	phase.Store("down")
 	time.Sleep(500 * time.Millisecond)
 	if res := harness.Dial(t, agent, "tcp4", e.echo.String()); !strings.Contains(res.Err, "connection refused") {
 		t.Errorf("engine down: %+v, want connection refused", res)
@@ -470,13 +479,24 @@ func TestFailClosed(t *testing.T) {
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "operation not permitted") {
 		t.Errorf("a non-agent listening on the engine's port while the daemon is down: %q %v, want EPERM", out, err)
 	}
+	phase.Store("starting")
 	e.d.Start()
+	phase.Store("restarted")
 	time.Sleep(500 * time.Millisecond)
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("during kill/restart: relayed=%d refused=%d direct=%d", relayedN.Load(), refusedN.Load(), directN.Load())
 	if directN.Load() != 0 {
-		t.Fatalf("%d agent connections reached the target directly while the engine was down", directN.Load())
+		// Say whether the engine had a session for such a client address
+		// (then the engine's upstream socket had the agent's port, and the
+		// echo only looked direct) or not (a real escape).
+		logs := e.d.Logs()
+		for i, d := range directs {
+			local := d[strings.Index(d, "Local:")+len("Local:"):]
+			local = strings.Fields(local)[0]
+			directs[i] += fmt.Sprintf(" (engine session for client=%s: %v)", local, strings.Contains(logs, "client="+local+" "))
+		}
+		t.Fatalf("%d agent connections reached the target directly:\n%s", directN.Load(), strings.Join(directs, "\n"))
 	}
 	if refusedN.Load() == 0 || relayedN.Load() == 0 {
 		t.Errorf("expected both refused and relayed connections")
