@@ -659,12 +659,12 @@ func (r *Recorder) advance(recs []*Record, now time.Time) {
 }
 
 // putHead signs and writes the head for a checkpoint just appended.
-func (r *Recorder) putHead(cp *Record, now time.Time) error {
+func (r *Recorder) putHead(cp *Record, now time.Time) {
 	if err := r.sync(); err != nil {
 		// A head past durable records would, after a power loss, make the
 		// chain look truncated; the previous head stays valid.
 		r.cfg.Log.Error("recording: signed head not updated: the records it would cover are not durable", "seq", cp.Seq, "error", err)
-		return err
+		return
 	}
 	var c Checkpoint
 	json.Unmarshal(cp.Data, &c)
@@ -675,9 +675,8 @@ func (r *Recorder) putHead(cp *Record, now time.Time) error {
 		// would go unnoticed until the next one is written.
 		r.cfg.Metrics.Errors.Inc()
 		r.cfg.Log.Error("recording: could not write the signed head", "error", err)
-		return err
+		return
 	}
-	return nil
 }
 
 // maybeRotate seals the current segment with a checkpoint when the batch

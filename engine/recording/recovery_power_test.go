@@ -76,12 +76,7 @@ func lostBeforeRotation(t *testing.T, textLen, n int) []string {
 	if err := os.Truncate(filepath.Join(cfg.Dir, o), cfg.SegmentSize); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(filepath.Join(cfg.Dir, segName(S+2)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(cfg.SegmentSize)
-	f.Close()
+	plantEmptySegment(t, cfg, S+2)
 
 	// The restarted daemon records other statements than the lost ones.
 	st2, err := OpenFiles(cfg)

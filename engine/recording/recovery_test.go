@@ -28,32 +28,46 @@ func killStore(st *Files) {
 
 func noCheckpoints(c *Config) { c.CheckpointInterval, c.CheckpointEvery = time.Hour, 1<<20 }
 
-// A kill -9 (or, with sync: interval, a power loss) during a rotation,
-// after the new, empty segment was made durable and before the sealing
-// checkpoint reached the old one: the next start appends the chain into
-// the empty segment, named for seq N+1, starting at seq N. That is no
-// renamed segment, and the chain verifies.
-func TestCrashDuringRotationLeavesRenamedSegment(t *testing.T) {
-	cfg := FilesConfig{Dir: t.TempDir(), SegmentSize: 1 << 20, Log: quietLog()}
+// crashedChain records sessions × stmts in a new store at cfg.Dir, with no
+// checkpoint, and stops as kill -9 would; it returns the last record.
+func crashedChain(t *testing.T, cfg FilesConfig, sessions, stmts int) *Record {
+	t.Helper()
 	st, err := OpenFiles(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := openRecorder(t, st, noCheckpoints)
-	writeSessions(t, r, 1, 3)
+	writeSessions(t, r, sessions, stmts)
 	killStore(st)
 	_ = r
 	last, err := st.Last(context.Background(), "")
 	if err != nil || last == nil {
 		t.Fatal(last, err)
 	}
-	// rotate(): createSegment(checkpoint.Seq+1), checkpoint.Seq = last.Seq+1.
-	f, err := os.OpenFile(filepath.Join(cfg.Dir, segName(last.Seq+2)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	return last
+}
+
+// plantEmptySegment leaves what a crash during a rotation leaves: the next
+// segment's file, named for seq first, preallocated (it reads as NULs).
+func plantEmptySegment(t *testing.T, cfg FilesConfig, first uint64) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(cfg.Dir, segName(first)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Truncate(cfg.SegmentSize) // fallocated: reads as NULs
+	f.Truncate(cfg.SegmentSize)
 	f.Close()
+}
+
+// A kill -9 during a rotation, after the new, empty segment was made
+// durable and before the sealing checkpoint reached the old one: the next
+// start removes the empty segment and continues the old one, and the
+// chain verifies.
+func TestCrashDuringRotationLeavesRenamedSegment(t *testing.T) {
+	cfg := FilesConfig{Dir: t.TempDir(), SegmentSize: 1 << 20, Log: quietLog()}
+	last := crashedChain(t, cfg, 1, 3)
+	// rotate(): createSegment(checkpoint.Seq+1), checkpoint.Seq = last.Seq+1.
+	plantEmptySegment(t, cfg, last.Seq+2)
 	if err := restart(t, cfg); err != nil {
 		t.Fatalf("restart after a crash during rotation: %v", err)
 	}
@@ -65,15 +79,7 @@ func TestCrashDuringRotationLeavesRenamedSegment(t *testing.T) {
 // `audit verify --from` past a range a restart adopted verifies.
 func TestVerifyFromAfterAdoptedRange(t *testing.T) {
 	cfg := FilesConfig{Dir: t.TempDir(), Log: quietLog()}
-	st, err := OpenFiles(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := openRecorder(t, st, noCheckpoints)
-	writeSessions(t, r, 1, 3)
-	killStore(st)
-	_ = r
-	last, _ := st.Last(context.Background(), "")
+	last := crashedChain(t, cfg, 1, 3)
 	// The next run adopts 1..last.Seq; its records start at last.Seq+1 and
 	// its first checkpoint (at close) signs Adopted = last.Seq.
 	if err := restart(t, cfg); err != nil {
@@ -360,7 +366,7 @@ func TestOneCheckpointCutCaught(t *testing.T) {
 		}
 	}
 	if n != 1 {
-		t.Skipf("first segment holds %d checkpoints", n)
+		t.Fatalf("setup: first segment holds %d checkpoints", n)
 	}
 	os.Remove(filepath.Join(cfg.Dir, headFile))
 	if _, err := verifyDir(t, cfg.Dir, 0); !IsBadRecord(err) {

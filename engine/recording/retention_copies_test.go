@@ -64,7 +64,7 @@ func TestRetentionIgnoresCopiedCheckpoints(t *testing.T) {
 		}
 	}
 	if len(cps) < 3 {
-		t.Skipf("segment %s has %d checkpoints, want ≥ 3", b.name, len(cps))
+		t.Fatalf("setup: segment %s has %d checkpoints, want ≥ 3", b.name, len(cps))
 	}
 	// A file named after each interior checkpoint's next seq, holding the
 	// following checkpoint: its "seal" then covers the record before the

@@ -89,7 +89,7 @@ func TestRetentionIgnoresSplitPaddedSegment(t *testing.T) {
 	b := segs[n-2]
 	names, pieces := splitPieces(t, b.first, segmentLines(t, cfg.Dir, b.name))
 	if len(pieces) < 3 {
-		t.Skipf("segment %s has %d checkpoints, want ≥ 3", b.name, len(pieces))
+		t.Fatalf("setup: segment %s has %d checkpoints, want ≥ 3", b.name, len(pieces))
 	}
 	for i, name := range names {
 		data := []byte(strings.Join(pieces[i], "\n") + "\n")
@@ -121,7 +121,7 @@ func TestRetentionIgnoresMiddlePaddedPieces(t *testing.T) {
 	cfg, segs, sum := splitChain(t, 128<<10, 60, 10)
 	n := len(segs)
 	if n < 4 {
-		t.Skipf("want ≥ 4 segments, got %d", n)
+		t.Fatalf("setup: want ≥ 4 segments, got %d", n)
 	}
 	cfg.RetentionSize = sum + 64<<10 // nothing is due
 
@@ -129,7 +129,7 @@ func TestRetentionIgnoresMiddlePaddedPieces(t *testing.T) {
 	orig := segmentLines(t, cfg.Dir, b.name)
 	names, pieces := splitPieces(t, b.first, orig)
 	if len(pieces) < 3 {
-		t.Skipf("segment %s has %d checkpoints, want ≥ 3", b.name, len(pieces))
+		t.Fatalf("setup: segment %s has %d checkpoints, want ≥ 3", b.name, len(pieces))
 	}
 	for i, name := range names {
 		p := pieces[i]
