@@ -23,9 +23,13 @@ const dialEnv = "INTERLOCK_TEST_DIAL"
 type DialResult struct {
 	Remote string `json:"remote"` // getpeername() as the agent sees it
 	Local  string `json:"local"`
-	Reply  string `json:"reply"`
-	Err    string `json:"err"`
-	PID    int    `json:"pid"`
+	// Peer is the socket's real peer in the kernel's socket table, which
+	// no hook rewrites: the engine's listener when the connection was
+	// redirected, "" when it could not be read.
+	Peer  string `json:"peer"`
+	Reply string `json:"reply"`
+	Err   string `json:"err"`
+	PID   int    `json:"pid"`
 }
 
 // MaybeDial is called first in TestMain; when the process was started by
@@ -76,6 +80,7 @@ func MaybeDial() {
 	} else {
 		res.Remote = c.RemoteAddr().String()
 		res.Local = c.LocalAddr().String()
+		res.Peer = kernelPeer(c)
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		if req.Payload != nil {
 			// Raw mode: send the bytes, read everything until the peer
