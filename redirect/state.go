@@ -40,12 +40,17 @@ type State struct {
 	// EnginePorts are the engine's own API and metrics ports, denied to
 	// agents on every address.
 	EnginePorts []uint16
+	// KeepCgroups says Cgroups may be incomplete (the label scan could not
+	// read part of the tree): agent cgroups already in the kernel stay,
+	// and every level is searched. A label the daemon failed to read must
+	// not turn an agent into an ordinary process with direct access.
+	KeepCgroups bool
 }
 
 const agentEgressAllow = 1 // agent_info.flags in redirect.c
 
-// Apply writes s into the kernel maps: entries missing from s are deleted,
-// the rest are put. Each map is converged separately; a failure leaves the
+// Apply writes s into the kernel maps: entries missing from s are deleted
+// (agent cgroups not with s.KeepCgroups), the rest are put. Each map is converged separately; a failure leaves the
 // other maps as they were and is returned.
 func (r *Redirector) Apply(s State) error {
 	agents := map[uint64]bpf.RedirectAgentInfo{}
@@ -101,6 +106,9 @@ func (r *Redirector) Apply(s State) error {
 	// A level that gains a label is searched before the label is in
 	// place, and one that loses its last label is skipped only after.
 	skip := skipLevels(s)
+	if s.KeepCgroups {
+		skip = 0 // the kept cgroups' levels are not known
+	}
 	var old uint32
 	if err := r.objs.UnlabelledLevels.Lookup(uint32(0), &old); err != nil {
 		return kernelHint("read unlabelled levels", err)
@@ -108,7 +116,11 @@ func (r *Redirector) Apply(s State) error {
 	if err := r.objs.UnlabelledLevels.Put(uint32(0), old&skip); err != nil {
 		return kernelHint("update unlabelled levels", err)
 	}
-	if err := syncMap(r.objs.AgentCgroups, agents); err != nil {
+	write := syncMap[uint64, bpf.RedirectAgentInfo]
+	if s.KeepCgroups {
+		write = putMap[uint64, bpf.RedirectAgentInfo]
+	}
+	if err := write(r.objs.AgentCgroups, agents); err != nil {
 		return fmt.Errorf("sync agent cgroups map: %w", err)
 	}
 	if err := r.objs.UnlabelledLevels.Put(uint32(0), skip); err != nil {
@@ -161,6 +173,16 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
 			return kernelHint("delete", err)
 		}
 	}
+	for k, v := range want {
+		if err := m.Put(k, v); err != nil {
+			return kernelHint("put", err)
+		}
+	}
+	return nil
+}
+
+// putMap puts want into m and deletes nothing.
+func putMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
 	for k, v := range want {
 		if err := m.Put(k, v); err != nil {
 			return kernelHint("put", err)

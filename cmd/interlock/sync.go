@@ -33,6 +33,8 @@ type kernelSync struct {
 	dir          *directory
 	log          *slog.Logger
 	resolveEvery time.Duration
+	// scan finds the labelled cgroups below root; nil: redirect.ScanLabels.
+	scan func(mount, root string) ([]redirect.LabelledCgroup, error)
 
 	mu         sync.Mutex
 	last       redirect.State
@@ -45,9 +47,13 @@ type kernelSync struct {
 // label scan problems are logged and retried next tick.
 func (k *kernelSync) tick(ctx context.Context) error {
 	p := k.pol()
-	labels, err := redirect.ScanLabels(k.mount, k.root)
-	if err != nil {
-		k.log.Warn("cgroup label scan failed", "error", err)
+	scan := k.scan
+	if scan == nil {
+		scan = redirect.ScanLabels
+	}
+	labels, scanErr := scan(k.mount, k.root)
+	if scanErr != nil {
+		k.log.Warn("cgroup label scan incomplete; agent cgroups the kernel knows stay agents until a scan succeeds", "error", scanErr)
 	}
 	static := map[string][]string{}
 	for _, a := range p.Agents() {
@@ -72,6 +78,7 @@ func (k *kernelSync) tick(ctx context.Context) error {
 		Agents:      map[string]redirect.Agent{},
 		Targets:     map[netip.AddrPort]string{},
 		EnginePorts: k.enginePorts,
+		KeepCgroups: scanErr != nil,
 	}
 	var names []string
 	for _, l := range labels {
