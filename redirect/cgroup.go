@@ -94,6 +94,9 @@ func SetLabel(path, agent string) error {
 			return fmt.Errorf("label %s: it is %d levels below the cgroup2 root, and Interlock's kernel programs look for labels down to level %d; label an ancestor instead", path, l, MaxLabelLevel)
 		}
 	}
+	if err := LabelTrusted(path); err != nil {
+		return fmt.Errorf("label %s: %w", path, err)
+	}
 	if err := unix.Setxattr(path, LabelXattr, []byte(agent), 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("label %s: %w (cgroupfs user xattrs need Linux 5.9 or newer; use static labels in the policy instead)", path, err)
@@ -102,6 +105,29 @@ func SetLabel(path, agent string) error {
 	}
 	return nil
 }
+
+// LabelTrusted returns an error when someone other than root could write
+// the cgroup's label: only root-owned cgroups that only their owner may
+// write carry labels the daemon honours. A user who owns a cgroup (a
+// systemd delegation) could otherwise label a child of it as a more
+// privileged agent, which overrides the agent label it inherits, or label
+// itself as an agent and be served with that agent's identity.
+func LabelTrusted(path string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("stat cgroup: %w", err)
+	}
+	if st.Uid != 0 {
+		return fmt.Errorf("%w: the cgroup is owned by uid %d, who could change its label; label a root-owned ancestor, or name the cgroup in the policy (agents[].cgroups)", ErrUntrustedLabel, st.Uid)
+	}
+	if st.Mode&0o022 != 0 {
+		return fmt.Errorf("%w: the cgroup is writable by group or others (mode %04o), who could change its label; chmod go-w it", ErrUntrustedLabel, st.Mode&0o7777)
+	}
+	return nil
+}
+
+// ErrUntrustedLabel: a label on a cgroup that non-root users can write.
+var ErrUntrustedLabel = errors.New("label not trusted")
 
 // RemoveLabel removes the agent label from a cgroup; a missing label is not
 // an error.

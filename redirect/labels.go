@@ -17,10 +17,14 @@ type LabelledCgroup struct {
 	// Static is set for labels that come from the policy file rather than
 	// from a cgroup xattr.
 	Static bool `json:"static"`
+	// Ignored says why the daemon does not honour this label (see
+	// LabelTrusted); "" when it does.
+	Ignored string `json:"ignored,omitempty"`
 }
 
 // ScanLabels walks the cgroup tree below root (an absolute path under
-// mount) and returns every cgroup carrying the agent xattr. Cgroups vanish
+// mount) and returns every cgroup carrying the agent xattr, with Ignored
+// set on those whose label non-root users could have written. Cgroups vanish
 // while we walk; those are skipped, not errors. Cgroups that cannot be read
 // (permissions) are reported in the error, joined, after the walk: a label
 // the daemon cannot see is an agent it does not intercept.
@@ -54,7 +58,17 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 		if err != nil {
 			return nil
 		}
-		out = append(out, LabelledCgroup{ID: id, Path: relCgroup(mount, p), Agent: agent})
+		l := LabelledCgroup{ID: id, Path: relCgroup(mount, p), Agent: agent}
+		switch err := LabelTrusted(p); {
+		case errors.Is(err, ErrUntrustedLabel):
+			l.Ignored = err.Error()
+		case errors.Is(err, fs.ErrNotExist):
+			return nil
+		case err != nil:
+			unreadable = append(unreadable, p)
+			return nil
+		}
+		out = append(out, l)
 		return nil
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 
 func TestMain(m *testing.M) {
 	harness.MaybeDial()
+	maybeSetLabel()
 	os.Exit(m.Run())
 }
 

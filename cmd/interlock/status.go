@@ -93,6 +93,9 @@ func printStatus(w io.Writer, rep statusReport) {
 		if l.Static {
 			src = "policy"
 		}
+		if l.Ignored != "" {
+			src = "xattr, IGNORED: " + l.Ignored
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Path, l.Agent, src)
 	}
 	if rep.Running {

@@ -23,16 +23,18 @@ import (
 // labels say: it converges from desired state on every tick, so a missed
 // event or a crash mid-update heals itself on the next one.
 type kernelSync struct {
-	r            *redirect.Redirector
-	mount        string
-	root         string // attach cgroup: labels are looked for below it
-	levels       bool   // mount depth is the kernel's level (redirect.MountAtGlobalRoot)
-	warnedDeep   map[uint64]bool
-	enginePorts  []uint16
-	pol          func() *policy.Policy
-	dir          *directory
-	log          *slog.Logger
-	resolveEvery time.Duration
+	r          *redirect.Redirector
+	mount      string
+	root       string // attach cgroup: labels are looked for below it
+	levels     bool   // mount depth is the kernel's level (redirect.MountAtGlobalRoot)
+	warnedDeep map[uint64]bool
+	// warnedUntrusted: labels already logged as ignored (LabelTrusted).
+	warnedUntrusted map[uint64]bool
+	enginePorts     []uint16
+	pol             func() *policy.Policy
+	dir             *directory
+	log             *slog.Logger
+	resolveEvery    time.Duration
 	// scan finds the labelled cgroups below root; nil: redirect.ScanLabels.
 	scan func(mount, root string) ([]redirect.LabelledCgroup, error)
 
@@ -82,6 +84,17 @@ func (k *kernelSync) tick(ctx context.Context) error {
 	}
 	var names []string
 	for _, l := range labels {
+		if l.Ignored != "" {
+			if !k.warnedUntrusted[l.ID] {
+				k.log.Error("ignoring an agent label that non-root users can change; its processes are agents only through a labelled ancestor",
+					"cgroup", l.Path, "agent", l.Agent, "reason", l.Ignored)
+				if k.warnedUntrusted == nil {
+					k.warnedUntrusted = map[uint64]bool{}
+				}
+				k.warnedUntrusted[l.ID] = true
+			}
+			continue
+		}
 		if l.Path == "/" {
 			k.log.Error("refusing to treat the root cgroup as an agent; remove its label", "agent", l.Agent)
 			continue

@@ -3,11 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/engine/policy"
 	"github.com/interlockhq/interlock/redirect"
@@ -113,4 +121,148 @@ roles:
 		t.Fatal(err)
 	}
 	dial("after the label was removed and a scan succeeded", "direct\n")
+}
+
+// setLabelEnv makes the test binary set the label xattr on a cgroup the
+// way any process may (no checks of ours) and exit: the test starts it as
+// an unprivileged user.
+const setLabelEnv = "INTERLOCK_TEST_SETLABEL"
+
+func maybeSetLabel() {
+	spec := os.Getenv(setLabelEnv)
+	if spec == "" {
+		return
+	}
+	path, agent, _ := strings.Cut(spec, "=")
+	if err := unix.Setxattr(path, redirect.LabelXattr, []byte(agent), 0); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// A user who owns a cgroup (a systemd delegation) can set user.* xattrs
+// on it and its children. Honoured, such a label let an agent relabel a
+// child cgroup as a more privileged agent (the deeper label wins), and
+// let any user make itself an agent, to be served with that agent's
+// identity. Only labels on root-owned cgroups that only root may write
+// count.
+func TestPrivilegedUserLabelsAreIgnored(t *testing.T) {
+	harness.RequirePrivileged(t)
+	cg := harness.NewCgroups(t)
+	pinDir := harness.PinDir(t)
+	eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
+	eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
+	target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
+	other := harness.LineServer(t, "tcp4", "127.0.0.1:0", "other\n").Addr().(*net.TCPAddr).AddrPort()
+	rcfg := redirect.Config{
+		CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
+		EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	pol, err := policy.Parse("labels.yaml", []byte(`version: 1
+targets:
+  - {name: db, protocol: tcp, address: "`+target.String()+`"}
+agents:
+  - {name: analyst, roles: [analyst], egress: deny}
+  - {name: writer, roles: [analyst], egress: allow}
+roles:
+  - name: analyst
+    rules:
+      - {actions: [read], decision: allow}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	// The operator's label on a root-owned cgroup; below it, a cgroup
+	// delegated to an unprivileged user.
+	analyst := cg.Mkdir(t, "agents/analyst")
+	if err := redirect.SetLabel(analyst, "analyst"); err != nil {
+		t.Fatal(err)
+	}
+	delegated := cg.Mkdir(t, "agents/analyst/delegated")
+	// And a user's own cgroup outside every agent cgroup.
+	user := cg.Mkdir(t, "users/u")
+	for _, p := range []string{delegated, user} {
+		if err := os.Chown(p, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary, where the user may run it.
+	dir, err := os.MkdirTemp("", "interlock-setlabel-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "setlabel")
+	if b, err := os.ReadFile(os.Args[0]); err != nil || os.WriteFile(bin, b, 0o755) != nil {
+		t.Fatalf("copy test binary: %v", err)
+	}
+	setAsUser := func(path, agent string) {
+		t.Helper()
+		cmd := exec.Command(bin, "-test.run=^$")
+		cmd.Env = append(os.Environ(), setLabelEnv+"="+path+"="+agent)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("uid %d could not label %s: %v %s", nobody, path, err, out)
+		}
+	}
+	setAsUser(delegated, "writer")
+	setAsUser(user, "writer")
+
+	r, err := redirect.Install(rcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { redirect.Uninstall(pinDir) })
+	defer r.Close()
+	mount, _ := redirect.Cgroup2Mount()
+	ks := &kernelSync{
+		r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
+		pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
+	}
+	if err := ks.tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The delegated child stays analyst: egress deny, not writer's allow.
+	if res := harness.Dial(t, delegated, "tcp4", other.String()); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("ESCALATION: a user's label on its delegated child made it writer (egress allow): %+v", res)
+	}
+	if res := harness.Dial(t, delegated, "tcp4", target.String()); res.Reply != "engine\n" {
+		t.Errorf("delegated child of an agent cgroup: %+v, want the engine", res)
+	}
+	// The user's own cgroup is no agent: the user gains no identity.
+	if res := harness.Dial(t, user, "tcp4", target.String()); res.Reply != "direct\n" {
+		t.Errorf("a user's self-made label made it an agent: %+v, want direct", res)
+	}
+	_, labels := ks.snapshot()
+	ignored := 0
+	for _, l := range labels {
+		if l.Ignored != "" {
+			ignored++
+			if !strings.Contains(l.Ignored, "owned by uid 65534") {
+				t.Errorf("ignored label %s: reason %q", l.Path, l.Ignored)
+			}
+		}
+	}
+	if ignored != 2 {
+		t.Errorf("labels reported as ignored: %d of %+v, want 2", ignored, labels)
+	}
+
+	// `interlock label` refuses such cgroups, and group-writable ones.
+	if err := redirect.SetLabel(user, "analyst"); !errors.Is(err, redirect.ErrUntrustedLabel) {
+		t.Errorf("SetLabel on a user's cgroup: %v, want ErrUntrustedLabel", err)
+	}
+	open := cg.Mkdir(t, "open")
+	if err := os.Chmod(open, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	if err := redirect.SetLabel(open, "analyst"); !errors.Is(err, redirect.ErrUntrustedLabel) {
+		t.Errorf("SetLabel on a group-writable cgroup: %v, want ErrUntrustedLabel", err)
+	}
 }
