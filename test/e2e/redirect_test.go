@@ -470,6 +470,10 @@ func TestFailClosed(t *testing.T) {
 				mu.Unlock()
 			case relayed(res):
 				relayedN.Add(1)
+				if strings.TrimSpace(res.Reply) == "peer="+res.Local {
+					// The engine's upstream socket got the agent's port.
+					t.Logf("relayed, though the target saw the agent's address (%s: %+v)", phase.Load(), res)
+				}
 			default:
 				refusedN.Add(1)
 			}
