@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"net"
 	"net/netip"
 
@@ -64,12 +66,23 @@ func (r *Redirector) Apply(s State) error {
 		}
 		agents[id] = bpf.RedirectAgentInfo{AgentId: AgentID(name), Flags: flags}
 	}
+	// Label names the policy does not know count too: such a label must
+	// not resolve to another agent and its roles.
 	seen := map[uint32]string{}
-	for name := range s.Agents {
-		if other, dup := seen[AgentID(name)]; dup {
-			return fmt.Errorf("agents %q and %q hash to the same id; rename one", name, other)
+	for _, names := range []iter.Seq[string]{maps.Keys(s.Agents), maps.Values(s.Cgroups)} {
+		for name := range names {
+			if other, dup := seen[AgentID(name)]; dup && other != name {
+				return fmt.Errorf("agents %q and %q hash to the same id; rename one", name, other)
+			}
+			seen[AgentID(name)] = name
 		}
-		seen[AgentID(name)] = name
+	}
+	targetNames := map[uint32]string{}
+	for _, name := range s.Targets {
+		if other, dup := targetNames[TargetID(name)]; dup && other != name {
+			return fmt.Errorf("targets %q and %q hash to the same id; rename one", name, other)
+		}
+		targetNames[TargetID(name)] = name
 	}
 
 	targets := map[bpf.RedirectAddrKey]uint32{}

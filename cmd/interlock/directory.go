@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"sync/atomic"
 
@@ -8,6 +9,28 @@ import (
 	"github.com/interlockhq/interlock/engine/policy"
 	"github.com/interlockhq/interlock/redirect"
 )
+
+// checkKernelIDs refuses a policy in which two agents or two targets get
+// the same kernel id (a 32-bit hash of the name): the engine could not
+// tell them apart, and would serve a connection to one target with the
+// other's protocol, rules and credentials.
+func checkKernelIDs(p *policy.Policy) error {
+	agents := map[uint32]string{}
+	for _, a := range p.Agents() {
+		if other, dup := agents[redirect.AgentID(a.Name)]; dup {
+			return fmt.Errorf("agents %q and %q get the same kernel id; rename one", other, a.Name)
+		}
+		agents[redirect.AgentID(a.Name)] = a.Name
+	}
+	targets := map[uint32]string{}
+	for _, t := range p.Targets() {
+		if other, dup := targets[redirect.TargetID(t.Name)]; dup {
+			return fmt.Errorf("targets %q and %q get the same kernel id; rename one", other, t.Name)
+		}
+		targets[redirect.TargetID(t.Name)] = t.Name
+	}
+	return nil
+}
 
 // directory maps the kernel's agent and target ids to the current policy.
 // It is rebuilt on every policy load and read lock-free per connection.

@@ -77,6 +77,10 @@ roles no agent holds. Warnings alone exit 0 unless --strict is given.`,
 func loadPolicyFile(out io.Writer, path string) (*policy.Policy, error) {
 	p, err := policy.Load(path)
 	if err == nil {
+		if err := checkKernelIDs(p); err != nil {
+			fmt.Fprintf(out, "%s: %v\n", path, err)
+			return nil, &exitError{code: policyExitFailed, err: fmt.Errorf("%s: 1 error", path)}
+		}
 		return p, nil
 	}
 	var list policy.Errors

@@ -98,6 +98,9 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if err := store.SetCheck(checkKernelIDs); err != nil {
+		return err
+	}
 
 	metrics := engine.NewMetrics(reg)
 	dir := &directory{}

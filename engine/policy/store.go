@@ -28,10 +28,11 @@ type Store struct {
 
 	// mu serialises reloads and subscriber calls, so subscribers see
 	// policies one at a time and in load order.
-	mu   sync.Mutex
-	subs []func(*Policy)
-	seen fileStamp // last state of the file looked at, loaded or not
-	hash [sha256.Size]byte
+	mu    sync.Mutex
+	subs  []func(*Policy)
+	check func(*Policy) error // SetCheck; nil: none
+	seen  fileStamp           // last state of the file looked at, loaded or not
+	hash  [sha256.Size]byte
 
 	generation   prometheus.Gauge
 	reloadErrors prometheus.Counter
@@ -102,6 +103,20 @@ func (s *Store) Subscribe(fn func(*Policy)) {
 	defer s.mu.Unlock()
 	s.subs = append(s.subs, fn)
 	fn(s.cur.Load())
+}
+
+// SetCheck adds a check that every policy must pass, besides Parse, to
+// become active: what only the caller can judge (the kernel's name ids).
+// It checks the current policy first and returns its error, without
+// keeping the check, when that one fails.
+func (s *Store) SetCheck(check func(*Policy) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := check(s.cur.Load()); err != nil {
+		return fmt.Errorf("load policy: %w", err)
+	}
+	s.check = check
+	return nil
 }
 
 // Reload reads the file and activates it if it is valid, whether or not it
@@ -194,6 +209,9 @@ func (s *Store) read() ([]byte, fileStamp, error) {
 // load parses and activates data. Called with mu held.
 func (s *Store) load(data []byte, hash [sha256.Size]byte) error {
 	p, err := Parse(s.path, data)
+	if err == nil && s.check != nil {
+		err = s.check(p)
+	}
 	if err != nil {
 		return s.reject(err)
 	}

@@ -222,3 +222,29 @@ func TestNewStoreErrors(t *testing.T) {
 		t.Error("second store on the same registry registered its metrics")
 	}
 }
+
+func TestStoreCheck(t *testing.T) {
+	s, path, _, logs := newTestStore(t, storeV1)
+	refuseV2 := func(p *Policy) error {
+		if strings.HasPrefix(ruleIDs(p), "v2") {
+			return errors.New("v2 is refused by the caller")
+		}
+		return nil
+	}
+	if err := s.SetCheck(func(*Policy) error { return errors.New("no") }); err == nil || !strings.Contains(err.Error(), "no") {
+		t.Fatalf("SetCheck with a check the current policy fails = %v", err)
+	}
+	if err := s.SetCheck(refuseV2); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, storeV2)
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "refused by the caller") {
+		t.Fatalf("Reload of a policy the check refuses = %v", err)
+	}
+	if ruleIDs(s.Current()) != "v1" {
+		t.Errorf("a refused policy became active: %s", ruleIDs(s.Current()))
+	}
+	if !strings.Contains(logs.String(), "keeping the last good policy") {
+		t.Errorf("rejection not logged: %s", logs)
+	}
+}
