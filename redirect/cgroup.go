@@ -97,6 +97,11 @@ func SetLabel(path, agent string) error {
 	if err := LabelTrusted(path); err != nil {
 		return fmt.Errorf("label %s: %w", path, err)
 	}
+	if mount, err := Cgroup2Mount(); err == nil && strings.HasPrefix(path, mount+"/") {
+		if err := LabelEscapable(mount, path); err != nil {
+			return fmt.Errorf("label %s: %w", path, err)
+		}
+	}
 	if err := unix.Setxattr(path, LabelXattr, []byte(agent), 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("label %s: %w (cgroupfs user xattrs need Linux 5.9 or newer; use static labels in the policy instead)", path, err)
@@ -128,6 +133,34 @@ func LabelTrusted(path string) error {
 
 // ErrUntrustedLabel: a label on a cgroup that non-root users can write.
 var ErrUntrustedLabel = errors.New("label not trusted")
+
+// LabelEscapable returns an error when processes could leave the cgroup at
+// path without root: moving a process needs write access to the
+// cgroup.procs of the destination and of the common ancestor, not of the
+// source, so a non-root user who can write an ancestor (a systemd
+// delegation above the label) can make a cgroup there and move into it,
+// or rename the labelled cgroup away from a static path.
+func LabelEscapable(mount, path string) error {
+	for p := filepath.Dir(path); strings.HasPrefix(p, mount) && len(p) >= len(mount); p = filepath.Dir(p) {
+		for _, f := range []string{p, filepath.Join(p, "cgroup.procs")} {
+			var st unix.Stat_t
+			if err := unix.Stat(f, &st); err != nil {
+				return fmt.Errorf("stat %s: %w", f, err)
+			}
+			if st.Uid != 0 || st.Mode&0o022 != 0 {
+				return fmt.Errorf("%w: processes can leave it, since %s (uid %d, mode %04o) is writable by someone other than root; label a cgroup whose ancestors only root may write (at or above the delegation)",
+					ErrEscapableLabel, relCgroup(mount, f), st.Uid, st.Mode&0o7777)
+			}
+		}
+		if p == mount {
+			break
+		}
+	}
+	return nil
+}
+
+// ErrEscapableLabel: a label whose processes can leave its cgroup.
+var ErrEscapableLabel = errors.New("agent cgroup can be left")
 
 // RemoveLabel removes the agent label from a cgroup; a missing label is not
 // an error.

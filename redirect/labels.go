@@ -20,6 +20,9 @@ type LabelledCgroup struct {
 	// Ignored says why the daemon does not honour this label (see
 	// LabelTrusted); "" when it does.
 	Ignored string `json:"ignored,omitempty"`
+	// Escapable says why processes could leave this cgroup without root
+	// (see LabelEscapable); the label is honoured all the same.
+	Escapable string `json:"escapable,omitempty"`
 }
 
 // ScanLabels walks the cgroup tree below root (an absolute path under
@@ -62,6 +65,10 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 		switch err := LabelTrusted(p); {
 		case errors.Is(err, ErrUntrustedLabel):
 			l.Ignored = err.Error()
+		case err == nil:
+			if err := LabelEscapable(mount, p); err != nil {
+				l.Escapable = err.Error()
+			}
 		case errors.Is(err, fs.ErrNotExist):
 			return nil
 		case err != nil:
@@ -95,7 +102,11 @@ func StaticLabels(mount string, byAgent map[string][]string) []LabelledCgroup {
 			if err != nil {
 				continue
 			}
-			out = append(out, LabelledCgroup{ID: id, Path: relCgroup(mount, abs), Agent: agent, Static: true})
+			l := LabelledCgroup{ID: id, Path: relCgroup(mount, abs), Agent: agent, Static: true}
+			if err := LabelEscapable(mount, abs); err != nil {
+				l.Escapable = err.Error()
+			}
+			out = append(out, l)
 		}
 	}
 	return out

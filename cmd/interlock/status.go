@@ -95,6 +95,8 @@ func printStatus(w io.Writer, rep statusReport) {
 		}
 		if l.Ignored != "" {
 			src = "xattr, IGNORED: " + l.Ignored
+		} else if l.Escapable != "" {
+			src += ", ESCAPABLE: " + l.Escapable
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Path, l.Agent, src)
 	}

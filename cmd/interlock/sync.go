@@ -28,13 +28,14 @@ type kernelSync struct {
 	root       string // attach cgroup: labels are looked for below it
 	levels     bool   // mount depth is the kernel's level (redirect.MountAtGlobalRoot)
 	warnedDeep map[uint64]bool
-	// warnedUntrusted: labels already logged as ignored (LabelTrusted).
-	warnedUntrusted map[uint64]bool
-	enginePorts     []uint16
-	pol             func() *policy.Policy
-	dir             *directory
-	log             *slog.Logger
-	resolveEvery    time.Duration
+	// warnedUntrusted: labels already logged as ignored (LabelTrusted);
+	// warnedEscapable: as escapable (LabelEscapable).
+	warnedUntrusted, warnedEscapable map[uint64]bool
+	enginePorts                      []uint16
+	pol                              func() *policy.Policy
+	dir                              *directory
+	log                              *slog.Logger
+	resolveEvery                     time.Duration
 	// scan finds the labelled cgroups below root; nil: redirect.ScanLabels.
 	scan func(mount, root string) ([]redirect.LabelledCgroup, error)
 
@@ -85,30 +86,26 @@ func (k *kernelSync) tick(ctx context.Context) error {
 	var names []string
 	for _, l := range labels {
 		if l.Ignored != "" {
-			if !k.warnedUntrusted[l.ID] {
+			if once(&k.warnedUntrusted, l.ID) {
 				k.log.Error("ignoring an agent label that non-root users can change; its processes are agents only through a labelled ancestor",
 					"cgroup", l.Path, "agent", l.Agent, "reason", l.Ignored)
-				if k.warnedUntrusted == nil {
-					k.warnedUntrusted = map[uint64]bool{}
-				}
-				k.warnedUntrusted[l.ID] = true
 			}
 			continue
+		}
+		if l.Escapable != "" && once(&k.warnedEscapable, l.ID) {
+			k.log.Error("agent processes can leave this labelled cgroup without root; they are intercepted only while they stay",
+				"cgroup", l.Path, "agent", l.Agent, "reason", l.Escapable)
 		}
 		if l.Path == "/" {
 			k.log.Error("refusing to treat the root cgroup as an agent; remove its label", "agent", l.Agent)
 			continue
 		}
 		level := l.Level()
-		if level > redirect.MaxLabelLevel && !k.warnedDeep[l.ID] {
+		if level > redirect.MaxLabelLevel && once(&k.warnedDeep, l.ID) {
 			// Set around `interlock label` (which refuses it): the kernel
 			// does not search that deep, so these processes are not agents.
 			k.log.Error("labelled cgroup is deeper than the kernel programs search; its processes are NOT intercepted: label an ancestor instead",
 				"cgroup", l.Path, "agent", l.Agent, "level", level, "max_level", redirect.MaxLabelLevel)
-			if k.warnedDeep == nil {
-				k.warnedDeep = map[uint64]bool{}
-			}
-			k.warnedDeep[l.ID] = true
 		}
 		st.Cgroups[l.ID] = l.Agent
 		if k.levels {
@@ -213,6 +210,19 @@ func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
 		return []netip.Addr{t.IP}
 	}
 	return k.resolved[t.Host]
+}
+
+// once reports whether id is not yet in *seen, and adds it: for errors
+// logged once per cgroup rather than every tick.
+func once(seen *map[uint64]bool, id uint64) bool {
+	if (*seen)[id] {
+		return false
+	}
+	if *seen == nil {
+		*seen = map[uint64]bool{}
+	}
+	(*seen)[id] = true
+	return true
 }
 
 // run ticks until ctx is done.

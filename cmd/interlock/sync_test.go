@@ -266,3 +266,78 @@ roles:
 		t.Errorf("SetLabel on a group-writable cgroup: %v, want ErrUntrustedLabel", err)
 	}
 }
+
+// Moving a process needs write access to the cgroup.procs of the
+// destination and of the common ancestor, not of the source: a user who
+// owns an ancestor of a labelled cgroup (a systemd delegation above it)
+// makes a sibling cgroup and moves its agent processes there, or renames
+// the cgroup away from a static path. Such labels are still honoured (the
+// processes are intercepted while they stay), but reported; `interlock
+// label` refuses them.
+func TestPrivilegedEscapableLabelsReported(t *testing.T) {
+	harness.RequirePrivileged(t)
+	for _, static := range []bool{false, true} {
+		t.Run(fmt.Sprintf("static=%v", static), func(t *testing.T) {
+			cg := harness.NewCgroups(t)
+			pinDir := harness.PinDir(t)
+			eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
+			eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
+			target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().String()
+			rcfg := redirect.Config{
+				CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
+				EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			}
+			const nobody = 65534
+			user := cg.Mkdir(t, "user") // delegated as systemd does it
+			for _, f := range []string{"", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"} {
+				if err := os.Chown(filepath.Join(user, f), nobody, nobody); err != nil {
+					t.Fatal(err)
+				}
+			}
+			agent := cg.Mkdir(t, "user/agent") // root-owned, 0755
+			if err := redirect.SetLabel(agent, "analyst"); !errors.Is(err, redirect.ErrEscapableLabel) || !strings.Contains(err.Error(), "uid 65534") {
+				t.Errorf("SetLabel below a delegated cgroup: %v, want ErrEscapableLabel naming uid 65534", err)
+			}
+			cgroups := ""
+			if static {
+				cgroups = ", cgroups: [" + cg.Rel("user/agent") + "]"
+			} else if err := unix.Setxattr(agent, redirect.LabelXattr, []byte("analyst"), 0); err != nil {
+				t.Fatal(err)
+			}
+			pol, err := policy.Parse("escapable.yaml", []byte(`version: 1
+targets:
+  - {name: db, protocol: tcp, address: "`+target+`"}
+agents:
+  - {name: analyst, roles: [analyst], egress: deny`+cgroups+`}
+roles:
+  - name: analyst
+    rules:
+      - {actions: [read], decision: allow}
+`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := redirect.Install(rcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
+			mount, _ := redirect.Cgroup2Mount()
+			ks := &kernelSync{
+				r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
+				pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
+			}
+			if err := ks.tick(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if res := harness.Dial(t, agent, "tcp4", target); res.Reply != "engine\n" {
+				t.Errorf("processes in the escapable agent cgroup: %+v, want the engine", res)
+			}
+			_, labels := ks.snapshot()
+			if len(labels) != 1 || labels[0].Ignored != "" || !strings.Contains(labels[0].Escapable, cg.Rel("user")+" (uid 65534") {
+				t.Errorf("labels: %+v, want one honoured and reported escapable because of /user", labels)
+			}
+		})
+	}
+}
