@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -17,9 +19,11 @@ import (
 
 func newExecCmd(load func() (*Config, error)) *cobra.Command {
 	var (
-		agent  string
-		parent string
-		wait   time.Duration
+		agent     string
+		parent    string
+		runAs     string
+		allowRoot bool
+		wait      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "exec --agent NAME -- COMMAND [ARG...]",
@@ -28,7 +32,11 @@ func newExecCmd(load func() (*Config, error)) *cobra.Command {
 kernel treats it as an agent cgroup, then starts COMMAND directly inside it (clone3 into the
 cgroup, so not one syscall runs outside). Child processes inherit the cgroup. When COMMAND
 exits, whatever is left in the cgroup is killed and the cgroup removed. The exit status is
-COMMAND's. If the daemon does not pick the label up in time, COMMAND is not started.`,
+COMMAND's. If the daemon does not pick the label up in time, COMMAND is not started.
+
+COMMAND runs as --user, by default the user who ran sudo. It never runs as root unless
+--allow-root is given: root owns the cgroup files, so an agent running as root (even without
+capabilities) can move itself out of its cgroup or relabel it.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if agent == "" {
@@ -53,16 +61,61 @@ COMMAND's. If the daemon does not pick the label up in time, COMMAND is not star
 			if err != nil {
 				return err
 			}
-			return execAgent(cfg, base, agent, wait, args)
+			cred, env, err := agentCredential(runAs, allowRoot)
+			if err != nil {
+				return err
+			}
+			return execAgent(cfg, base, agent, wait, cred, env, args)
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "agent name to run as (required)")
 	cmd.Flags().StringVar(&parent, "parent", "", "cgroup to create the agent cgroup in (default: <redirect.cgroup>/interlock-exec)")
 	cmd.Flags().DurationVar(&wait, "wait", 3*time.Second, "how long to wait for the daemon to pick up the label")
+	cmd.Flags().StringVar(&runAs, "user", "", "user (name or uid) to run COMMAND as, with its groups (default: $SUDO_USER)")
+	cmd.Flags().BoolVar(&allowRoot, "allow-root", false, "let COMMAND run as root, which can leave its agent cgroup")
 	return cmd
 }
 
-func execAgent(cfg *Config, base, agent string, wait time.Duration, argv []string) error {
+// agentCredential resolves the user COMMAND runs as: runAs, else the user
+// who ran sudo, else the caller. nil means the caller's own credentials.
+// Root is refused without allowRoot. env holds HOME, USER and LOGNAME of a
+// user other than the caller.
+func agentCredential(runAs string, allowRoot bool) (*syscall.Credential, []string, error) {
+	if runAs == "" {
+		runAs = os.Getenv("SUDO_USER")
+	}
+	if runAs == "" {
+		if os.Geteuid() == 0 && !allowRoot {
+			return nil, nil, errors.New("refusing to run the agent as root: root owns the cgroup files and can move itself out of its agent cgroup or relabel it, capabilities or not; pass --user USER (or --allow-root)")
+		}
+		return nil, nil, nil
+	}
+	u, err := user.Lookup(runAs)
+	if err != nil {
+		if u, err = user.LookupId(runAs); err != nil {
+			return nil, nil, fmt.Errorf("--user %s: no such user", runAs)
+		}
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	if uid == 0 && !allowRoot {
+		return nil, nil, fmt.Errorf("refusing to run the agent as root (--user %s): root owns the cgroup files and can move itself out of its agent cgroup or relabel it; pass a user other than root (or --allow-root)", runAs)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	groups, err := u.GroupIds()
+	if err != nil {
+		return nil, nil, fmt.Errorf("--user %s: groups: %w", runAs, err)
+	}
+	for _, g := range groups {
+		if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+			cred.Groups = append(cred.Groups, uint32(n))
+		}
+	}
+	env := []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username}
+	return cred, env, nil
+}
+
+func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscall.Credential, env, argv []string) error {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", base, err)
 	}
@@ -100,7 +153,10 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, argv []strin
 	defer syscall.Close(fd)
 	c := exec.Command(argv[0], argv[1:]...)
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
-	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred}
+	if env != nil {
+		c.Env = append(os.Environ(), env...) // later entries win
+	}
 	// Forward the signals a terminal or supervisor sends; the command
 	// decides how to end.
 	sigs := make(chan os.Signal, 4)

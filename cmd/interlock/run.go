@@ -154,6 +154,7 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	}
 	p4, p6 := srv.Ports()
 	warnEphemeralPorts(log, p4, p6)
+	warnPtrace(log)
 
 	var metricsLn net.Listener
 	var enginePorts []uint16

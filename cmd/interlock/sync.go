@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -308,6 +310,34 @@ func warnEphemeralPorts(log *slog.Logger, ports ...uint16) {
 		}
 		log.Warn("an engine port lies in net.ipv4.ip_local_port_range: while the daemon is down, a process could get it by listen() without bind(); add it to net.ipv4.ip_local_reserved_ports or move the port",
 			"port", p, "range", fmt.Sprintf("%d-%d", lo, hi))
+	}
+}
+
+// ptraceScopeFile is Yama's setting; absent without Yama.
+const ptraceScopeFile = "/proc/sys/kernel/yama/ptrace_scope"
+
+// ptraceWarning says what is wrong with the host's ptrace restrictions
+// (the contents of ptraceScopeFile), "" when nothing is. Without Yama, or
+// at scope 0, any process of an agent's user outside the agent cgroup can
+// ptrace the agent or take its sockets with pidfd_getfd (served as the
+// agent), and the agent can do the same to it (direct connections).
+func ptraceWarning(path string) string {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "the kernel has no Yama ptrace restrictions"
+	case err != nil:
+		return ""
+	case strings.TrimSpace(string(b)) == "0":
+		return "kernel.yama.ptrace_scope is 0"
+	}
+	return ""
+}
+
+func warnPtrace(log *slog.Logger) {
+	if w := ptraceWarning(ptraceScopeFile); w != "" {
+		log.Warn(w+": processes of an agent's user outside its cgroup can take over the agent's connections (ptrace, pidfd_getfd), and the agent theirs; give every agent a user of its own that runs nothing else, or set kernel.yama.ptrace_scope to 1 or more",
+			"setting", ptraceScopeFile)
 	}
 }
 

@@ -31,6 +31,11 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 PGBIN=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
 CG2=$(awk '$3=="cgroup2"{print $2; exit}' /proc/self/mounts)
 WORK=$(mktemp -d /tmp/interlock-demo.XXXXXX)
+# The agent runs as nobody (never as root, which could leave its cgroup),
+# from a directory of its own.
+AGENTDIR=$(mktemp -d /tmp/interlock-demo-agent.XXXXXX)
+chmod 755 "$AGENTDIR"
+chown nobody "$AGENTDIR"
 DEMO_CG="$CG2/interlock-demo"
 BPFFS="$WORK/bpffs"
 PGPORT=25432
@@ -46,7 +51,7 @@ cleanup() {
 	umount "$BPFFS" 2>/dev/null
 	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1
 	[ -d "$DEMO_CG" ] && find "$DEMO_CG" -depth -type d -exec rmdir {} + 2>/dev/null
-	rm -rf "$WORK"
+	rm -rf "$WORK" "$AGENTDIR"
 	echo "done"
 }
 trap cleanup EXIT
@@ -122,7 +127,7 @@ fi
 "$BIN" --config "$WORK/interlock.yaml" status
 
 say "the agent connects to 127.0.0.1:$PGPORT with psql, unaware of Interlock (and with no valid password)"
-cat >"$WORK/agent.sh" <<AGENT
+cat >"$AGENTDIR/agent.sh" <<AGENT
 #!/bin/bash
 echo "agent: pid \$\$, cgroup \$(cut -d: -f3 /proc/self/cgroup | tail -1)"
 PGPASSWORD=not-the-password psql -X -h 127.0.0.1 -p $PGPORT -U agent -d postgres \\
@@ -131,23 +136,23 @@ PGPASSWORD=not-the-password psql -X -h 127.0.0.1 -p $PGPORT -U agent -d postgres
   -c "select 'still connected' as session"
 for dst in 127.0.0.1/6379 ${METRICS%:*}/${METRICS#*:}; do
 	echo -n "agent: connecting to \${dst/\//:} (not a target): "
-	if (exec 3<>/dev/tcp/\$dst) 2>"$WORK/denied.txt"; then
+	if (exec 3<>/dev/tcp/\$dst) 2>"$AGENTDIR/denied.txt"; then
 		echo "connected (unexpected)"
 	else
-		sed 's/.*: //' "$WORK/denied.txt" | head -1
+		sed 's/.*: //' "$AGENTDIR/denied.txt" | head -1
 	fi
 done
 AGENT
-chmod +x "$WORK/agent.sh"
-"$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --parent /interlock-demo/agents -- "$WORK/agent.sh"
+chmod +x "$AGENTDIR/agent.sh"
+"$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --user nobody --parent /interlock-demo/agents -- "$AGENTDIR/agent.sh"
 
 say "an approval round trip: the agent's DELETE waits until a human approves it"
-cat >"$WORK/agent-delete.sh" <<AGENT
+cat >"$AGENTDIR/agent-delete.sh" <<AGENT
 #!/bin/bash
 PGPASSWORD=not-the-password psql -X -h 127.0.0.1 -p $PGPORT -U agent -d postgres -c "delete from orders where id = 5"
 AGENT
-chmod +x "$WORK/agent-delete.sh"
-"$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --parent /interlock-demo/agents -- "$WORK/agent-delete.sh" &
+chmod +x "$AGENTDIR/agent-delete.sh"
+"$BIN" --config "$WORK/interlock.yaml" exec --agent demo-agent --user nobody --parent /interlock-demo/agents -- "$AGENTDIR/agent-delete.sh" &
 AGENT_PID=$!
 ID=""
 for _ in $(seq 100); do

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -420,7 +421,17 @@ func TestLabelsAtRunTime(t *testing.T) {
 func TestExec(t *testing.T) {
 	e := setup(t)
 	parent := e.cg.Rel("exec")
-	out, err := exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", parent, "--",
+	// As a test runs it, not under sudo: the default user is the caller.
+	interlockExec := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(e.d.Bin, append([]string{"--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", parent}, args...)...)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "SUDO_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		return cmd
+	}
+	out, err := interlockExec("--user", "nobody", "--",
 		"psql", "-X", "-At", "-d", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=postgres", e.pg.Port, e.pg.Password),
 		"-c", "select 'exec ok'").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "exec ok") {
@@ -435,8 +446,26 @@ func TestExec(t *testing.T) {
 			t.Errorf("exec left its cgroup behind: %s", en.Name())
 		}
 	}
+	// The command runs as --user, with that user's home.
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = interlockExec("--user", "nobody", "--", "sh", "-c", "echo $(id -u):$(id -g):$HOME").Output()
+	if want := nobody.Uid + ":" + nobody.Gid + ":" + nobody.HomeDir; err != nil || strings.TrimSpace(string(out)) != want {
+		t.Errorf("exec --user nobody ran as %q (%v), want %s", out, err, want)
+	}
+	// Root can leave its cgroup and relabel it: refused unless asked for.
+	out, err = interlockExec("--", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing to run the agent as root") {
+		t.Errorf("exec as root without --user: %v\n%s", err, out)
+	}
+	out, err = interlockExec("--user", "root", "--", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing to run the agent as root") {
+		t.Errorf("exec --user root: %v\n%s", err, out)
+	}
 	// The exit status is the command's.
-	err = exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", parent, "--", "sh", "-c", "exit 7").Run()
+	err = interlockExec("--allow-root", "--", "sh", "-c", "exit 7").Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 		t.Errorf("exec exit status: %v, want 7", err)
 	}
