@@ -700,3 +700,26 @@ func TestPrivilegedAttackEnginePortSquat(t *testing.T) {
 		t.Errorf("listening on the engine's port from the engine's cgroup: %q %v", out, err)
 	}
 }
+
+// io_uring connects without connect(2): from the submitting task, from an
+// io-wq worker thread (IOSQE_ASYNC) and from an SQPOLL kernel thread. The
+// hooks must see the agent every time (they take the cgroup of the task
+// that submitted the request).
+func TestPrivilegedIOUringConnect(t *testing.T) {
+	_, eng, _, target, agent := stubInstall(t, "agents/analyst")
+	eng.serveEngineLine()
+	other := upstream(t, "tcp4", "127.0.0.1:0")
+	for _, mode := range []string{"tcp4-io_uring", "tcp4-io_uring-async", "tcp4-io_uring-sqpoll"} {
+		res := harness.Dial(t, agent, mode, target.String())
+		if strings.Contains(res.Err, harness.ErrNoIOUring.Error()) {
+			t.Logf("%s: %s: agents cannot use it either", mode, res.Err)
+			continue
+		}
+		if res.Reply != "engine\n" {
+			t.Errorf("%s to the target: %+v, want the engine", mode, res)
+		}
+		if res := harness.Dial(t, agent, mode, other.String()); !strings.Contains(res.Err, "operation not permitted") {
+			t.Errorf("%s to a non-target: %+v, want EPERM", mode, res)
+		}
+	}
+}

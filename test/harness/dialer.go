@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +55,12 @@ func MaybeDial() {
 		c, err = dialMapped(req.Addr)
 	case "tcp4-fastopen":
 		c, err = dialFastOpen(req.Addr)
+	case "tcp4-io_uring", "tcp4-io_uring-async", "tcp4-io_uring-sqpoll":
+		mode := strings.TrimPrefix(strings.TrimPrefix(req.Network, "tcp4-io_uring"), "-")
+		if mode == "" {
+			mode = "inline"
+		}
+		c, err = dialIOUring(req.Addr, mode)
 	case "udp4-sendto":
 		res.Err = sendtoUDP(req.Addr)
 		json.NewEncoder(os.Stdout).Encode(res)
