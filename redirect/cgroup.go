@@ -2,6 +2,7 @@ package redirect
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -126,7 +127,7 @@ func LabelTrusted(path string) error {
 		return fmt.Errorf("%w: the cgroup is owned by uid %d, who could change its label; label a root-owned ancestor, or name the cgroup in the policy (agents[].cgroups)", ErrUntrustedLabel, st.Uid)
 	}
 	if st.Mode&0o022 != 0 {
-		return fmt.Errorf("%w: the cgroup is writable by group or others (mode %04o), who could change its label; chmod go-w it", ErrUntrustedLabel, st.Mode&0o7777)
+		return fmt.Errorf("%w: the cgroup is writable by group or others (mode %04o), who could have written its label; unlabel it, chmod go-w it, and label it again", ErrUntrustedLabel, st.Mode&0o7777)
 	}
 	return nil
 }
@@ -138,8 +139,9 @@ var ErrUntrustedLabel = errors.New("label not trusted")
 // path without root: moving a process needs write access to the
 // cgroup.procs of the destination and of the common ancestor, not of the
 // source, so a non-root user who can write an ancestor (a systemd
-// delegation above the label) can make a cgroup there and move into it,
-// or rename the labelled cgroup away from a static path.
+// delegation above the label) can make a cgroup there and move into it.
+// Such a user can also remove the cgroup once empty and make their own at
+// its path, which a static label then names.
 func LabelEscapable(mount, path string) error {
 	for p := filepath.Dir(path); strings.HasPrefix(p, mount) && len(p) >= len(mount); p = filepath.Dir(p) {
 		for _, f := range []string{p, filepath.Join(p, "cgroup.procs")} {
@@ -148,7 +150,7 @@ func LabelEscapable(mount, path string) error {
 				return fmt.Errorf("stat %s: %w", f, err)
 			}
 			if st.Uid != 0 || st.Mode&0o022 != 0 {
-				return fmt.Errorf("%w: processes can leave it, since %s (uid %d, mode %04o) is writable by someone other than root; label a cgroup whose ancestors only root may write (at or above the delegation)",
+				return fmt.Errorf("%w: processes can leave it, and it can be replaced, since %s (uid %d, mode %04o) is writable by someone other than root; label a cgroup whose ancestors only root may write (at or above the delegation)",
 					ErrEscapableLabel, relCgroup(mount, f), st.Uid, st.Mode&0o7777)
 			}
 		}
@@ -162,6 +164,36 @@ func LabelEscapable(mount, path string) error {
 // ErrEscapableLabel: a label whose processes can leave its cgroup.
 var ErrEscapableLabel = errors.New("agent cgroup can be left")
 
+// ErrCgroupGone: no cgroup has that id any more.
+var ErrCgroupGone = errors.New("cgroup is gone")
+
+// CgroupPathByID returns the absolute path of the cgroup with id below
+// mount, by file handle (cgroupfs handles are the 64-bit id), or
+// ErrCgroupGone. Needs CAP_DAC_READ_SEARCH.
+func CgroupPathByID(mount string, id uint64) (string, error) {
+	mfd, err := unix.Open(mount, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", mount, err)
+	}
+	defer unix.Close(mfd)
+	b := make([]byte, 8)
+	binary.NativeEndian.PutUint64(b, id)
+	const fileidKernfs = 0xfe
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fileidKernfs, b), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		return "", fmt.Errorf("cgroup %d: %w", id, ErrCgroupGone)
+	}
+	if err != nil {
+		return "", fmt.Errorf("open cgroup %d by handle: %w", id, err)
+	}
+	defer unix.Close(fd)
+	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", fmt.Errorf("path of cgroup %d: %w", id, err)
+	}
+	return p, nil
+}
+
 // RemoveLabel removes the agent label from a cgroup; a missing label is not
 // an error.
 func RemoveLabel(path string) error {
@@ -172,14 +204,24 @@ func RemoveLabel(path string) error {
 	return kernelHint("unlabel "+path, err)
 }
 
+// maxLabelLen is the longest label read; agent names are at most 128.
+const maxLabelLen = 255
+
+// ErrLabelTooLong: a label longer than any agent name. Anyone who may
+// write the xattr can set one; it must neither stall the daemon's scans
+// nor be cut short into another name.
+var ErrLabelTooLong = errors.New("label longer than 255 bytes")
+
 // Label returns the agent label of one cgroup, "" when it has none.
 func Label(path string) (string, error) {
-	buf := make([]byte, 256)
+	buf := make([]byte, maxLabelLen)
 	n, err := unix.Getxattr(path, LabelXattr, buf)
-	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
+	switch {
+	case errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP):
 		return "", nil
-	}
-	if err != nil {
+	case errors.Is(err, unix.ERANGE):
+		return "", fmt.Errorf("read label of %s: %w", path, ErrLabelTooLong)
+	case err != nil:
 		return "", fmt.Errorf("read label of %s: %w", path, err)
 	}
 	return string(buf[:n]), nil

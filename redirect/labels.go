@@ -25,12 +25,18 @@ type LabelledCgroup struct {
 	Escapable string `json:"escapable,omitempty"`
 }
 
+// UntrustedAgent is the agent the daemon makes of the processes of a label
+// it does not honour, when no label above counts: agents (intercepted,
+// egress deny) with no roles. Not a valid policy name.
+const UntrustedAgent = "(untrusted label)"
+
 // ScanLabels walks the cgroup tree below root (an absolute path under
 // mount) and returns every cgroup carrying the agent xattr, with Ignored
-// set on those whose label non-root users could have written. Cgroups vanish
+// set on those whose label the daemon must not honour (non-root users
+// could have written it, or it is too long to be a name). Cgroups vanish
 // while we walk; those are skipped, not errors. Cgroups that cannot be read
-// (permissions) are reported in the error, joined, after the walk: a label
-// the daemon cannot see is an agent it does not intercept.
+// (permissions) are reported after the walk as an *IncompleteScanError: a
+// label the daemon cannot see is an agent it does not intercept.
 func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 	var (
 		out        []LabelledCgroup
@@ -51,10 +57,14 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 			return nil
 		}
 		agent, err := Label(p)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		tooLong := errors.Is(err, ErrLabelTooLong)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil
+		case err != nil && !tooLong:
 			unreadable = append(unreadable, p)
-		}
-		if err != nil || agent == "" {
+			return nil
+		case agent == "" && !tooLong:
 			return nil
 		}
 		id, err := CgroupID(p)
@@ -65,15 +75,17 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 		switch err := LabelTrusted(p); {
 		case errors.Is(err, ErrUntrustedLabel):
 			l.Ignored = err.Error()
-		case err == nil:
-			if err := LabelEscapable(mount, p); err != nil {
-				l.Escapable = err.Error()
-			}
 		case errors.Is(err, fs.ErrNotExist):
 			return nil
 		case err != nil:
 			unreadable = append(unreadable, p)
 			return nil
+		case tooLong:
+			l.Ignored = ErrLabelTooLong.Error()
+		default:
+			if err := LabelEscapable(mount, p); err != nil {
+				l.Escapable = err.Error()
+			}
 		}
 		out = append(out, l)
 		return nil
@@ -82,9 +94,30 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 		return nil, fmt.Errorf("scan cgroup labels under %s: %w", root, err)
 	}
 	if len(unreadable) > 0 {
-		return out, fmt.Errorf("scan cgroup labels: cannot read %d cgroups (first: %s); agents labelled there are not intercepted (run as root or grant CAP_DAC_READ_SEARCH)", len(unreadable), unreadable[0])
+		return out, &IncompleteScanError{Unreadable: unreadable}
 	}
 	return out, nil
+}
+
+// IncompleteScanError lists the cgroups (absolute paths) whose labels, or
+// whose subtrees, ScanLabels could not read.
+type IncompleteScanError struct {
+	Unreadable []string
+}
+
+func (e *IncompleteScanError) Error() string {
+	return fmt.Sprintf("scan cgroup labels: cannot read %d cgroups (first: %s); agents labelled there keep what the kernel knows of them (the daemon needs CAP_DAC_READ_SEARCH)", len(e.Unreadable), e.Unreadable[0])
+}
+
+// Covers reports whether the cgroup at path (absolute) is, or lies below,
+// one the scan could not read.
+func (e *IncompleteScanError) Covers(path string) bool {
+	for _, u := range e.Unreadable {
+		if path == u || strings.HasPrefix(path, u+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // StaticLabels resolves cgroup paths named in the policy. Paths that do not

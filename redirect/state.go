@@ -42,17 +42,18 @@ type State struct {
 	// EnginePorts are the engine's own API and metrics ports, denied to
 	// agents on every address.
 	EnginePorts []uint16
-	// KeepCgroups says Cgroups may be incomplete (the label scan could not
-	// read part of the tree): agent cgroups already in the kernel stay,
-	// and every level is searched. A label the daemon failed to read must
-	// not turn an agent into an ordinary process with direct access.
-	KeepCgroups bool
+	// KeepCgroups are agent cgroups the kernel knows that stay as they
+	// are although missing from Cgroups: the label scan could not read
+	// them. A label the daemon failed to read must not turn an agent into
+	// an ordinary process with direct access. While any are kept, every
+	// level is searched (their depth is not known).
+	KeepCgroups map[uint64]bool
 }
 
 const agentEgressAllow = 1 // agent_info.flags in redirect.c
 
 // Apply writes s into the kernel maps: entries missing from s are deleted
-// (agent cgroups not with s.KeepCgroups), the rest are put. Each map is converged separately; a failure leaves the
+// (except s.KeepCgroups), the rest are put. Each map is converged separately; a failure leaves the
 // other maps as they were and is returned.
 func (r *Redirector) Apply(s State) error {
 	agents := map[uint64]bpf.RedirectAgentInfo{}
@@ -119,8 +120,8 @@ func (r *Redirector) Apply(s State) error {
 	// A level that gains a label is searched before the label is in
 	// place, and one that loses its last label is skipped only after.
 	skip := skipLevels(s)
-	if s.KeepCgroups {
-		skip = 0 // the kept cgroups' levels are not known
+	if len(s.KeepCgroups) > 0 {
+		skip = 0
 	}
 	var old uint32
 	if err := r.objs.UnlabelledLevels.Lookup(uint32(0), &old); err != nil {
@@ -129,11 +130,7 @@ func (r *Redirector) Apply(s State) error {
 	if err := r.objs.UnlabelledLevels.Put(uint32(0), old&skip); err != nil {
 		return kernelHint("update unlabelled levels", err)
 	}
-	write := syncMap[uint64, bpf.RedirectAgentInfo]
-	if s.KeepCgroups {
-		write = putMap[uint64, bpf.RedirectAgentInfo]
-	}
-	if err := write(r.objs.AgentCgroups, agents); err != nil {
+	if err := syncMapKeep(r.objs.AgentCgroups, agents, s.KeepCgroups); err != nil {
 		return fmt.Errorf("sync agent cgroups map: %w", err)
 	}
 	if err := r.objs.UnlabelledLevels.Put(uint32(0), skip); err != nil {
@@ -164,6 +161,12 @@ func skipLevels(s State) uint32 {
 
 // syncMap makes m hold exactly want.
 func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
+	return syncMapKeep(m, want, nil)
+}
+
+// syncMapKeep makes m hold want, and leaves the entries of keep as they
+// are.
+func syncMapKeep[K comparable, V comparable](m *ebpf.Map, want map[K]V, keep map[K]bool) error {
 	var (
 		k     K
 		v     V
@@ -172,6 +175,7 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		switch w, ok := want[k]; {
+		case !ok && keep[k]:
 		case !ok:
 			stale = append(stale, k)
 		case w == v:
@@ -194,14 +198,21 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
 	return nil
 }
 
-// putMap puts want into m and deletes nothing.
-func putMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
-	for k, v := range want {
-		if err := m.Put(k, v); err != nil {
-			return kernelHint("put", err)
-		}
+// AgentCgroupIDs returns the ids of the agent cgroups in the kernel map.
+func (r *Redirector) AgentCgroupIDs() ([]uint64, error) {
+	var (
+		id   uint64
+		info bpf.RedirectAgentInfo
+		ids  []uint64
+	)
+	it := r.objs.AgentCgroups.Iterate()
+	for it.Next(&id, &info) {
+		ids = append(ids, id)
 	}
-	return nil
+	if err := it.Err(); err != nil {
+		return nil, kernelHint("read agent cgroups", err)
+	}
+	return ids, nil
 }
 
 // Record is what the kernel remembered about a redirected connection.

@@ -31,8 +31,11 @@ type kernelSync struct {
 	levels     bool   // mount depth is the kernel's level (redirect.MountAtGlobalRoot)
 	warnedDeep map[uint64]bool
 	// warnedUntrusted: labels already logged as ignored (LabelTrusted);
-	// warnedEscapable: as escapable (LabelEscapable).
+	// warnedEscapable: as escapable (LabelEscapable). Pruned to the
+	// labels of the last scan.
 	warnedUntrusted, warnedEscapable map[uint64]bool
+	lastScanErr                      string // logged at scanErrAt
+	scanErrAt                        time.Time
 	enginePorts                      []uint16
 	pol                              func() *policy.Policy
 	dir                              *directory
@@ -57,8 +60,9 @@ func (k *kernelSync) tick(ctx context.Context) error {
 		scan = redirect.ScanLabels
 	}
 	labels, scanErr := scan(k.mount, k.root)
-	if scanErr != nil {
-		k.log.Warn("cgroup label scan incomplete; agent cgroups the kernel knows stay agents until a scan succeeds", "error", scanErr)
+	if scanErr != nil && (scanErr.Error() != k.lastScanErr || time.Since(k.scanErrAt) > time.Minute) {
+		k.log.Warn("cgroup label scan incomplete; agent cgroups the kernel knows below what could not be read stay agents", "error", scanErr)
+		k.lastScanErr, k.scanErrAt = scanErr.Error(), time.Now()
 	}
 	static := map[string][]string{}
 	for _, a := range p.Agents() {
@@ -83,16 +87,35 @@ func (k *kernelSync) tick(ctx context.Context) error {
 		Agents:      map[string]redirect.Agent{},
 		Targets:     map[netip.AddrPort]string{},
 		EnginePorts: k.enginePorts,
-		KeepCgroups: scanErr != nil,
+	}
+	if scanErr != nil {
+		keep, err := k.keepUnread(labels, scanErr)
+		if err != nil {
+			return err // the kernel stays as it is
+		}
+		st.KeepCgroups = keep
+	}
+	honoured := map[string]bool{}
+	for _, l := range labels {
+		if l.Ignored == "" {
+			honoured[l.Path] = true
+		}
 	}
 	var names []string
 	for _, l := range labels {
 		if l.Ignored != "" {
+			// Below a label that counts, the ignored one changes nothing.
+			// Elsewhere its processes are still agents, with no roles and
+			// egress deny: ignoring it would let them reach targets
+			// directly (a root-set label on a delegated cgroup).
 			if once(&k.warnedUntrusted, l.ID) {
-				k.log.Error("ignoring an agent label that non-root users can change; its processes are agents only through a labelled ancestor",
+				k.log.Error("agent label not honoured: non-root users could have written it; its processes are agents only through a labelled ancestor, or else agents with no roles",
 					"cgroup", l.Path, "agent", l.Agent, "reason", l.Ignored)
 			}
-			continue
+			if labelledAncestorIn(honoured, l.Path) {
+				continue
+			}
+			l.Agent = redirect.UntrustedAgent
 		}
 		if l.Escapable != "" && once(&k.warnedEscapable, l.ID) {
 			k.log.Error("agent processes can leave this labelled cgroup without root; they are intercepted only while they stay",
@@ -114,6 +137,17 @@ func (k *kernelSync) tick(ctx context.Context) error {
 			st.Levels[l.ID] = level
 		}
 		names = append(names, l.Agent)
+	}
+	seen := map[uint64]bool{}
+	for _, l := range labels {
+		seen[l.ID] = true
+	}
+	for _, warned := range []map[uint64]bool{k.warnedDeep, k.warnedUntrusted, k.warnedEscapable} {
+		for id := range warned {
+			if !seen[id] {
+				delete(warned, id)
+			}
+		}
 	}
 	for _, a := range p.Agents() {
 		ra := redirect.Agent{Name: a.Name, EgressAllow: a.Egress == policy.EgressAllow}
@@ -212,6 +246,54 @@ func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
 		return []netip.Addr{t.IP}
 	}
 	return k.resolved[t.Host]
+}
+
+// keepUnread returns the agent cgroups in the kernel that a scan which
+// failed with scanErr did not find but may have missed: those at or below
+// a cgroup it could not read, or all of them when it read nothing. The
+// rest (gone, or read and unlabelled) may go.
+func (k *kernelSync) keepUnread(labels []redirect.LabelledCgroup, scanErr error) (map[uint64]bool, error) {
+	ids, err := k.r.AgentCgroupIDs()
+	if err != nil {
+		return nil, err
+	}
+	var inc *redirect.IncompleteScanError
+	partial := errors.As(scanErr, &inc)
+	found := map[uint64]bool{}
+	for _, l := range labels {
+		found[l.ID] = true
+	}
+	keep := map[uint64]bool{}
+	for _, id := range ids {
+		if found[id] {
+			continue
+		}
+		if !partial {
+			keep[id] = true
+			continue
+		}
+		path, err := redirect.CgroupPathByID(k.mount, id)
+		if errors.Is(err, redirect.ErrCgroupGone) {
+			continue
+		}
+		if err != nil || inc.Covers(path) {
+			keep[id] = true
+		}
+	}
+	return keep, nil
+}
+
+// labelledAncestorIn reports whether path (relative to the mount) or one of
+// its ancestors is in labelled.
+func labelledAncestorIn(labelled map[string]bool, path string) bool {
+	for p := path; ; p = filepath.Dir(p) {
+		if labelled[p] {
+			return true
+		}
+		if p == "/" || p == "." {
+			return false
+		}
+	}
 }
 
 // once reports whether id is not yet in *seen, and adds it: for errors

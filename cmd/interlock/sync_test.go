@@ -236,11 +236,21 @@ roles:
 	if res := harness.Dial(t, delegated, "tcp4", target.String()); res.Reply != "engine\n" {
 		t.Errorf("delegated child of an agent cgroup: %+v, want the engine", res)
 	}
-	// The user's own cgroup is no agent: the user gains no identity.
-	if res := harness.Dial(t, user, "tcp4", target.String()); res.Reply != "direct\n" {
-		t.Errorf("a user's self-made label made it an agent: %+v, want direct", res)
+	// The user's own cgroup gains no identity: its processes are agents
+	// with no roles and egress deny (a label set by root on a delegated
+	// cgroup looks the same, and must not fail open).
+	state, labels := ks.snapshot()
+	userID, _ := redirect.CgroupID(user)
+	if got := state.Cgroups[userID]; got != redirect.UntrustedAgent {
+		t.Errorf("a user's self-made label: kernel agent %q, want %q", got, redirect.UntrustedAgent)
 	}
-	_, labels := ks.snapshot()
+	if res := harness.Dial(t, user, "tcp4", other.String()); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("a user's self-made label: %+v to a non-target, want EPERM", res)
+	}
+	delegatedID, _ := redirect.CgroupID(delegated)
+	if _, ok := state.Cgroups[delegatedID]; ok {
+		t.Errorf("an ignored label below an honoured one reached the kernel: %v", state.Cgroups)
+	}
 	ignored := 0
 	for _, l := range labels {
 		if l.Ignored != "" {
@@ -339,5 +349,117 @@ roles:
 				t.Errorf("labels: %+v, want one honoured and reported escapable because of /user", labels)
 			}
 		})
+	}
+}
+
+// An incomplete scan keeps only what it may have missed. A user who owns
+// any cgroup can make the scan of it fail (a label longer than a name made
+// getxattr fail with ERANGE); when that kept every agent cgroup the kernel
+// knew, unlabelling never took effect (a demoted agent kept egress allow)
+// and removed cgroups piled up in the map until it was full.
+func TestPrivilegedIncompleteScanKeepsOnlyUnread(t *testing.T) {
+	harness.RequirePrivileged(t)
+	cg := harness.NewCgroups(t)
+	pinDir := harness.PinDir(t)
+	eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
+	eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
+	target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
+	other := harness.LineServer(t, "tcp4", "127.0.0.1:0", "other\n").Addr().(*net.TCPAddr).AddrPort()
+	rcfg := redirect.Config{
+		CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
+		EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	pol, err := policy.Parse("keep.yaml", []byte(`version: 1
+targets:
+  - {name: db, protocol: tcp, address: "`+target.String()+`"}
+agents:
+  - {name: analyst, roles: [r], egress: deny}
+  - {name: writer, roles: [r], egress: allow}
+roles:
+  - name: r
+    rules:
+      - {actions: [read], decision: allow}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents := cg.Mkdir(t, "agents")
+	w := cg.Mkdir(t, "agents/w")
+	tmp := cg.Mkdir(t, "agents/tmp")
+	hidden := cg.Mkdir(t, "hidden/h")
+	for path, agent := range map[string]string{agents: "analyst", w: "writer", tmp: "writer", hidden: "writer"} {
+		if err := redirect.SetLabel(path, agent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A user's cgroup with a label longer than any name.
+	user := cg.Mkdir(t, "users/u")
+	if err := os.Chown(user, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(user, redirect.LabelXattr, []byte(strings.Repeat("x", 300)), 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := redirect.Install(rcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
+	mount, _ := redirect.Cgroup2Mount()
+	hiddenRoot := filepath.Dir(hidden)
+	unreadable := false
+	ks := &kernelSync{
+		r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
+		pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
+		// As ScanLabels reports a subtree it cannot read (permissions).
+		scan: func(mount, root string) ([]redirect.LabelledCgroup, error) {
+			labels, err := redirect.ScanLabels(mount, root)
+			if err != nil || !unreadable {
+				return labels, err
+			}
+			var seen []redirect.LabelledCgroup
+			for _, l := range labels {
+				if !strings.HasPrefix(filepath.Join(mount, l.Path), hiddenRoot) {
+					seen = append(seen, l)
+				}
+			}
+			return seen, &redirect.IncompleteScanError{Unreadable: []string{hiddenRoot}}
+		},
+	}
+	tick := func() {
+		t.Helper()
+		if err := ks.tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick()
+	if _, err := redirect.ScanLabels(mount, cg.Root); err != nil {
+		t.Errorf("an oversized label made the scan incomplete: %v", err)
+	}
+	if res := harness.Dial(t, w, "tcp4", other.String()); res.Reply != "other\n" {
+		t.Fatalf("writer (egress allow) before: %+v", res)
+	}
+
+	unreadable = true
+	// The operator demotes w (it inherits analyst: egress deny), and an
+	// exec'd agent's cgroup goes away.
+	if err := redirect.RemoveLabel(w); err != nil {
+		t.Fatal(err)
+	}
+	tmpID, _ := redirect.CgroupID(tmp)
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if res := harness.Dial(t, w, "tcp4", other.String()); !strings.Contains(res.Err, "operation not permitted") {
+		t.Errorf("unlabelling during an incomplete scan: the demoted cgroup kept writer's egress allow: %+v", res)
+	}
+	if known, _ := redirect.AgentCgroupKnown(pinDir, tmpID); known {
+		t.Errorf("a removed agent cgroup stayed in the kernel map during an incomplete scan")
+	}
+	// What the scan could not read stays an agent.
+	if res := harness.Dial(t, hidden, "tcp4", target.String()); res.Reply != "engine\n" {
+		t.Errorf("FAIL OPEN: an agent cgroup the scan could not read: %+v, want the engine", res)
 	}
 }
