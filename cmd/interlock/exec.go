@@ -8,9 +8,14 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +28,7 @@ func newExecCmd(load func() (*Config, error)) *cobra.Command {
 		parent    string
 		runAs     string
 		allowRoot bool
+		envFlags  []string
 		wait      time.Duration
 	)
 	cmd := &cobra.Command{
@@ -34,9 +40,12 @@ cgroup, so not one syscall runs outside). Child processes inherit the cgroup. Wh
 exits, whatever is left in the cgroup is killed and the cgroup removed. The exit status is
 COMMAND's. If the daemon does not pick the label up in time, COMMAND is not started.
 
-COMMAND runs as --user, by default the user who ran sudo. It never runs as root unless
---allow-root is given: root owns the cgroup files, so an agent running as root (even without
-capabilities) can move itself out of its cgroup or relabel it.`,
+COMMAND runs as --user, which should be a user of the agent's own that runs nothing outside
+its cgroup. It never runs as root unless --allow-root is given: root owns the cgroup files, so
+an agent running as root (even without capabilities) can move itself out of its cgroup or
+relabel it. COMMAND cannot gain privileges (no_new_privs: setuid programs such as sudo do not
+make it root), and gets a small environment: PATH, TERM, LANG, LANGUAGE, TZ and LC_* from the
+caller, the user's HOME, USER, LOGNAME and SHELL, and what --env adds.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if agent == "" {
@@ -61,7 +70,11 @@ capabilities) can move itself out of its cgroup or relabel it.`,
 			if err != nil {
 				return err
 			}
-			cred, env, err := agentCredential(runAs, allowRoot)
+			cred, userEnv, err := agentCredential(runAs, allowRoot)
+			if err != nil {
+				return err
+			}
+			env, err := agentEnv(os.Environ(), userEnv, envFlags)
 			if err != nil {
 				return err
 			}
@@ -71,22 +84,20 @@ capabilities) can move itself out of its cgroup or relabel it.`,
 	cmd.Flags().StringVar(&agent, "agent", "", "agent name to run as (required)")
 	cmd.Flags().StringVar(&parent, "parent", "", "cgroup to create the agent cgroup in (default: <redirect.cgroup>/interlock-exec)")
 	cmd.Flags().DurationVar(&wait, "wait", 3*time.Second, "how long to wait for the daemon to pick up the label")
-	cmd.Flags().StringVar(&runAs, "user", "", "user (name or uid) to run COMMAND as, with its groups (default: $SUDO_USER)")
+	cmd.Flags().StringVar(&runAs, "user", "", "user (name or uid) to run COMMAND as, with its groups: one of the agent's own (required when run as root)")
+	cmd.Flags().StringArrayVar(&envFlags, "env", nil, "KEY=VALUE to set, or KEY to pass from the caller, in COMMAND's environment (repeatable)")
 	cmd.Flags().BoolVar(&allowRoot, "allow-root", false, "let COMMAND run as root, which can leave its agent cgroup")
 	return cmd
 }
 
-// agentCredential resolves the user COMMAND runs as: runAs, else the user
-// who ran sudo, else the caller. nil means the caller's own credentials.
-// Root is refused without allowRoot. env holds HOME, USER and LOGNAME of a
-// user other than the caller.
+// agentCredential resolves the user COMMAND runs as. nil means the
+// caller's own credentials: a caller other than root, or root with
+// allowRoot. Root is refused otherwise, also as --user. env is the
+// user's HOME, USER, LOGNAME and SHELL.
 func agentCredential(runAs string, allowRoot bool) (*syscall.Credential, []string, error) {
 	if runAs == "" {
-		runAs = os.Getenv("SUDO_USER")
-	}
-	if runAs == "" {
 		if os.Geteuid() == 0 && !allowRoot {
-			return nil, nil, errors.New("refusing to run the agent as root: root owns the cgroup files and can move itself out of its agent cgroup or relabel it, capabilities or not; pass --user USER (or --allow-root)")
+			return nil, nil, errors.New("refusing to run the agent as root: root owns the cgroup files and can move itself out of its agent cgroup or relabel it, capabilities or not; pass --user with a user of the agent's own (or --allow-root)")
 		}
 		return nil, nil, nil
 	}
@@ -111,8 +122,60 @@ func agentCredential(runAs string, allowRoot bool) (*syscall.Credential, []strin
 			cred.Groups = append(cred.Groups, uint32(n))
 		}
 	}
-	env := []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username}
+	shell := "/bin/sh"
+	if b, err := os.ReadFile("/etc/passwd"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Split(line, ":"); len(f) == 7 && f[0] == u.Username && f[6] != "" {
+				shell = f[6]
+			}
+		}
+	}
+	env := []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username, "SHELL=" + shell}
 	return cred, env, nil
+}
+
+// passedEnv are the caller's variables an agent gets without --env: what
+// programs need to run, nothing that may hold a secret.
+var passedEnv = []string{"PATH", "TERM", "LANG", "LANGUAGE", "TZ"}
+
+// agentEnv is COMMAND's environment: passedEnv and LC_* from the caller,
+// then the user's (userEnv), then --env: KEY=VALUE, or KEY to pass the
+// caller's value.
+func agentEnv(caller, userEnv, flags []string) ([]string, error) {
+	get := func(key string) (string, bool) {
+		for i := len(caller) - 1; i >= 0; i-- {
+			if k, v, _ := strings.Cut(caller[i], "="); k == key {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	pass := passedEnv
+	if userEnv == nil { // no other user: the caller's own
+		pass = append(slices.Clone(pass), "HOME", "USER", "LOGNAME", "SHELL")
+	}
+	var env []string
+	for _, kv := range caller {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(pass, k) || strings.HasPrefix(k, "LC_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, userEnv...)
+	for _, f := range flags {
+		k, v, set := strings.Cut(f, "=")
+		if k == "" || strings.ContainsAny(k, "\x00") {
+			return nil, fmt.Errorf("--env %q: want KEY=VALUE or KEY", f)
+		}
+		if !set {
+			var ok bool
+			if v, ok = get(k); !ok {
+				continue
+			}
+		}
+		env = append(env, k+"="+v)
+	}
+	return env, nil // later entries win
 }
 
 func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscall.Credential, env, argv []string) error {
@@ -154,15 +217,13 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	c := exec.Command(argv[0], argv[1:]...)
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred}
-	if env != nil {
-		c.Env = append(os.Environ(), env...) // later entries win
-	}
+	c.Env = env
 	// Forward the signals a terminal or supervisor sends; the command
 	// decides how to end.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
-	if err := c.Start(); err != nil {
+	if err := startNoNewPrivs(c); err != nil {
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	go func() {
@@ -180,6 +241,24 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 		return &exitError{code: code}
 	}
 	return err
+}
+
+// startNoNewPrivs starts c with no_new_privs set: neither setuid programs
+// nor file capabilities can raise its privileges (sudo, su, pkexec would
+// otherwise make an agent root again). The flag belongs to the thread and
+// is inherited by its children: it is set on a thread of its own, which
+// ends with the goroutine (locked, never unlocked).
+func startNoNewPrivs(c *exec.Cmd) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			done <- fmt.Errorf("set no_new_privs: %w", err)
+			return
+		}
+		done <- c.Start()
+	}()
+	return <-done
 }
 
 // removeCgroup kills what the command left behind in its own cgroup and

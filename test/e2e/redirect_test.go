@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -454,6 +456,36 @@ func TestExec(t *testing.T) {
 	out, err = interlockExec("--user", "nobody", "--", "sh", "-c", "echo $(id -u):$(id -g):$HOME").Output()
 	if want := nobody.Uid + ":" + nobody.Gid + ":" + nobody.HomeDir; err != nil || strings.TrimSpace(string(out)) != want {
 		t.Errorf("exec --user nobody ran as %q (%v), want %s", out, err, want)
+	}
+	// It cannot gain privileges: a setuid-root program (sudo, su, pkexec)
+	// would make it root again, and root leaves its cgroup.
+	dir, err := os.MkdirTemp("", "interlock-suid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	idBin, err := exec.LookPath("id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suid := filepath.Join(dir, "id")
+	if b, err := os.ReadFile(idBin); err != nil || os.WriteFile(suid, b, 0o755) != nil || os.Chmod(suid, os.ModeSetuid|0o755) != nil {
+		t.Fatalf("setuid copy of id: %v", err)
+	}
+	plain := harness.Command(t, e.cg.Mkdir(t, "plain"), suid, "-u")
+	plain.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	if out, err := plain.Output(); err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Fatalf("the setuid copy of id does not make nobody root here (%q, %v): the test below would prove nothing", out, err)
+	}
+	if out, err := interlockExec("--user", "nobody", "--", suid, "-u").Output(); err != nil || strings.TrimSpace(string(out)) != nobody.Uid {
+		t.Errorf("an agent ran a setuid-root program as euid %q (%v), want %s (no_new_privs)", out, err, nobody.Uid)
+	}
+	// Nor does it see the caller's environment, but what --env gives.
+	t.Setenv("INTERLOCK_TEST_SECRET", "s3cret")
+	out, err = interlockExec("--user", "nobody", "--env", "GIVEN=yes", "--", "sh", "-c", "echo secret=$INTERLOCK_TEST_SECRET given=$GIVEN path=${PATH:+set}").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "secret= given=yes path=set" {
+		t.Errorf("agent environment: %q (%v)", out, err)
 	}
 	// Root can leave its cgroup and relabel it: refused unless asked for.
 	out, err = interlockExec("--", "true").CombinedOutput()
