@@ -69,6 +69,9 @@ func ScanLabels(mount, root string) ([]LabelledCgroup, error) {
 		}
 		id, err := CgroupID(p)
 		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				unreadable = append(unreadable, p)
+			}
 			return nil
 		}
 		l := LabelledCgroup{ID: id, Path: relCgroup(mount, p), Agent: agent}

@@ -48,6 +48,10 @@ type State struct {
 	// an ordinary process with direct access. While any are kept, every
 	// level is searched (their depth is not known).
 	KeepCgroups map[uint64]bool
+	// Untrusted are the cgroups in Cgroups that are there for a label the
+	// daemon does not honour: written after the others, so that a full
+	// map turns them away first.
+	Untrusted map[uint64]bool
 }
 
 const agentEgressAllow = 1 // agent_info.flags in redirect.c
@@ -130,7 +134,7 @@ func (r *Redirector) Apply(s State) error {
 	if err := r.objs.UnlabelledLevels.Put(uint32(0), old&skip); err != nil {
 		return kernelHint("update unlabelled levels", err)
 	}
-	if err := syncMapKeep(r.objs.AgentCgroups, agents, s.KeepCgroups); err != nil {
+	if err := syncMapKeep(r.objs.AgentCgroups, agents, s.KeepCgroups, s.Untrusted); err != nil {
 		return fmt.Errorf("sync agent cgroups map: %w", err)
 	}
 	if err := r.objs.UnlabelledLevels.Put(uint32(0), skip); err != nil {
@@ -161,12 +165,12 @@ func skipLevels(s State) uint32 {
 
 // syncMap makes m hold exactly want.
 func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
-	return syncMapKeep(m, want, nil)
+	return syncMapKeep(m, want, nil, nil)
 }
 
 // syncMapKeep makes m hold want, and leaves the entries of keep as they
-// are.
-func syncMapKeep[K comparable, V comparable](m *ebpf.Map, want map[K]V, keep map[K]bool) error {
+// are. Entries of want in later are put after the others.
+func syncMapKeep[K comparable, V comparable](m *ebpf.Map, want map[K]V, keep, later map[K]bool) error {
 	var (
 		k     K
 		v     V
@@ -190,9 +194,14 @@ func syncMapKeep[K comparable, V comparable](m *ebpf.Map, want map[K]V, keep map
 			return kernelHint("delete", err)
 		}
 	}
-	for k, v := range want {
-		if err := m.Put(k, v); err != nil {
-			return kernelHint("put", err)
+	for _, first := range []bool{true, false} {
+		for k, v := range want {
+			if later[k] == first {
+				continue
+			}
+			if err := m.Put(k, v); err != nil {
+				return kernelHint("put", err)
+			}
 		}
 	}
 	return nil

@@ -44,7 +44,8 @@ COMMAND runs as --user, which should be a user of the agent's own that runs noth
 its cgroup. It never runs as root unless --allow-root is given: root owns the cgroup files, so
 an agent running as root (even without capabilities) can move itself out of its cgroup or
 relabel it. COMMAND cannot gain privileges (no_new_privs: setuid programs such as sudo do not
-make it root), and gets a small environment: PATH, TERM, LANG, LANGUAGE, TZ and LC_* from the
+make it root), runs in a session of its own (no controlling terminal to push input into), and
+gets a small environment: PATH, TERM, LANG, LANGUAGE, TZ and LC_* from the
 caller, the user's HOME, USER, LOGNAME and SHELL, and what --env adds.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -216,7 +217,10 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	defer syscall.Close(fd)
 	c := exec.Command(argv[0], argv[1:]...)
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
-	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred}
+	// A session of its own: the caller's terminal is not the agent's
+	// controlling terminal, so it cannot push input (TIOCSTI) that the
+	// caller's root shell reads after exec returns. Signals are forwarded.
+	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Setsid: true}
 	c.Env = env
 	// Forward the signals a terminal or supervisor sends; the command
 	// decides how to end.

@@ -155,6 +155,11 @@ func runDaemon(ctx context.Context, cfg *Config) error {
 	p4, p6 := srv.Ports()
 	warnEphemeralPorts(log, p4, p6)
 	warnPtrace(log)
+	if id, err := redirect.CgroupID(attach); err == nil {
+		if _, err := redirect.CgroupPathByID(mount, id); err != nil {
+			log.Error("cannot find cgroups by id (open_by_handle_at needs CAP_DAC_READ_SEARCH, and a seccomp filter must allow it): while a label scan is incomplete, agent cgroups stay in the kernel after their labels or cgroups are removed", "error", err)
+		}
+	}
 
 	var metricsLn net.Listener
 	var enginePorts []uint16

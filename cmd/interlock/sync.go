@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,8 +35,8 @@ type kernelSync struct {
 	// warnedEscapable: as escapable (LabelEscapable). Pruned to the
 	// labels of the last scan.
 	warnedUntrusted, warnedEscapable map[uint64]bool
-	lastScanErr                      string // logged at scanErrAt
-	scanErrAt                        time.Time
+	scanErrAt                        time.Time // an incomplete scan last logged
+	untrustedOver                    int       // untrusted labels over the limit, last logged
 	enginePorts                      []uint16
 	pol                              func() *policy.Policy
 	dir                              *directory
@@ -60,9 +61,9 @@ func (k *kernelSync) tick(ctx context.Context) error {
 		scan = redirect.ScanLabels
 	}
 	labels, scanErr := scan(k.mount, k.root)
-	if scanErr != nil && (scanErr.Error() != k.lastScanErr || time.Since(k.scanErrAt) > time.Minute) {
-		k.log.Warn("cgroup label scan incomplete; agent cgroups the kernel knows below what could not be read stay agents", "error", scanErr)
-		k.lastScanErr, k.scanErrAt = scanErr.Error(), time.Now()
+	if scanErr != nil && time.Since(k.scanErrAt) > time.Minute {
+		k.log.Warn("cgroup label scan incomplete; agent cgroups the kernel knows below what could not be read stay agents (logged at most once a minute)", "error", scanErr)
+		k.scanErrAt = time.Now()
 	}
 	static := map[string][]string{}
 	for _, a := range p.Agents() {
@@ -87,6 +88,7 @@ func (k *kernelSync) tick(ctx context.Context) error {
 		Agents:      map[string]redirect.Agent{},
 		Targets:     map[netip.AddrPort]string{},
 		EnginePorts: k.enginePorts,
+		Untrusted:   map[uint64]bool{},
 	}
 	if scanErr != nil {
 		keep, err := k.keepUnread(labels, scanErr)
@@ -95,27 +97,14 @@ func (k *kernelSync) tick(ctx context.Context) error {
 		}
 		st.KeepCgroups = keep
 	}
-	honoured := map[string]bool{}
-	for _, l := range labels {
-		if l.Ignored == "" {
-			honoured[l.Path] = true
-		}
-	}
+	labels = k.untrustedAgents(labels)
 	var names []string
 	for _, l := range labels {
 		if l.Ignored != "" {
-			// Below a label that counts, the ignored one changes nothing.
-			// Elsewhere its processes are still agents, with no roles and
-			// egress deny: ignoring it would let them reach targets
-			// directly (a root-set label on a delegated cgroup).
-			if once(&k.warnedUntrusted, l.ID) {
-				k.log.Error("agent label not honoured: non-root users could have written it; its processes are agents only through a labelled ancestor, or else agents with no roles",
-					"cgroup", l.Path, "agent", l.Agent, "reason", l.Ignored)
+			if l.Agent != redirect.UntrustedAgent {
+				continue // below a label that counts, or over the limit
 			}
-			if labelledAncestorIn(honoured, l.Path) {
-				continue
-			}
-			l.Agent = redirect.UntrustedAgent
+			st.Untrusted[l.ID] = true
 		}
 		if l.Escapable != "" && once(&k.warnedEscapable, l.ID) {
 			k.log.Error("agent processes can leave this labelled cgroup without root; they are intercepted only while they stay",
@@ -246,6 +235,57 @@ func (k *kernelSync) addrsOf(t policy.Target) []netip.Addr {
 		return []netip.Addr{t.IP}
 	}
 	return k.resolved[t.Host]
+}
+
+// maxUntrustedCgroups caps the kernel entries of labels the daemon does
+// not honour: anyone who owns a cgroup can make such labels by the
+// thousand, and the agent cgroups map (16384) must keep room for the
+// labels that count.
+const maxUntrustedCgroups = 1024
+
+// untrustedAgents decides what becomes of labels the daemon does not
+// honour (Ignored), and logs each once. Below a label that counts, one
+// changes nothing. Elsewhere its processes are still agents, with no roles
+// and egress deny: ignoring it would let them reach targets directly (a
+// label root set on a delegated cgroup). Its Agent becomes
+// redirect.UntrustedAgent, for one entry per topmost such cgroup (the
+// kernel's ancestor search covers the rest), at most maxUntrustedCgroups;
+// the others are left as they are and skipped.
+func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirect.LabelledCgroup {
+	honoured := map[string]bool{}
+	for _, l := range labels {
+		if l.Ignored == "" && l.Path != "/" {
+			honoured[l.Path] = true
+		}
+	}
+	out := slices.Clone(labels)
+	slices.SortStableFunc(out, func(a, b redirect.LabelledCgroup) int { return strings.Compare(a.Path, b.Path) })
+	untrusted, over := map[string]bool{}, 0
+	for i, l := range out {
+		if l.Ignored == "" {
+			continue
+		}
+		if once(&k.warnedUntrusted, l.ID) {
+			k.log.Error("agent label not honoured: non-root users could have written it; its processes are agents through a labelled ancestor, or else agents with no roles and egress deny",
+				"cgroup", l.Path, "agent", l.Agent, "reason", l.Ignored)
+		}
+		// Paths sort parents first: an ancestor is decided before.
+		if labelledAncestorIn(honoured, l.Path) || labelledAncestorIn(untrusted, l.Path) {
+			continue
+		}
+		if len(untrusted) == maxUntrustedCgroups {
+			over++
+			continue
+		}
+		untrusted[l.Path] = true
+		out[i].Agent = redirect.UntrustedAgent
+	}
+	if over > 0 && over != k.untrustedOver {
+		k.log.Error("too many labels the daemon does not honour; the processes of these cgroups are not intercepted (someone may be flooding labels: look for cgroups owned by non-root users)",
+			"not_intercepted", over, "limit", maxUntrustedCgroups)
+	}
+	k.untrustedOver = over
+	return out
 }
 
 // keepUnread returns the agent cgroups in the kernel that a scan which

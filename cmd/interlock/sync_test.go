@@ -22,105 +22,141 @@ import (
 	"github.com/interlockhq/interlock/test/harness"
 )
 
-// A label scan that cannot read part of the cgroup tree (EMFILE under
-// load, a permission problem) returns what it could read. Applied as the
-// whole truth, it deleted the unread agent cgroups from the kernel, and
-// their processes reached targets directly until the next good scan; at a
-// restart, before Attach, even through the old programs.
-func TestPrivilegedIncompleteLabelScanKeepsAgents(t *testing.T) {
+// syncEnv is a kernelSync's world in a test: a cgroup subtree, a private
+// bpffs, an engine stub ("engine\n" on both ports), a target ("direct\n")
+// and another address ("other\n"), and a policy with target db and the
+// agents analyst (egress deny) and writer (egress allow).
+type syncEnv struct {
+	cg            *harness.Cgroups
+	pinDir, mount string
+	target, other string
+	rcfg          redirect.Config
+	pol           *policy.Policy
+}
+
+// newSyncEnv sets one up; extra is appended to analyst's line of the
+// policy (", cgroups: [CGROOT/a]", CGROOT the test subtree).
+func newSyncEnv(t *testing.T, extra string) *syncEnv {
+	t.Helper()
 	harness.RequirePrivileged(t)
-	cg := harness.NewCgroups(t)
-	pinDir := harness.PinDir(t)
+	e := &syncEnv{cg: harness.NewCgroups(t), pinDir: harness.PinDir(t)}
 	eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
 	eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
-	target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
-	rcfg := redirect.Config{
-		CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
+	e.target = harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().String()
+	e.other = harness.LineServer(t, "tcp4", "127.0.0.1:0", "other\n").Addr().String()
+	e.rcfg = redirect.Config{
+		CgroupPath: e.cg.Root, PinDir: e.pinDir, Mark: 0x494c,
 		EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	agent := cg.Mkdir(t, "agents/w")
-	if err := redirect.SetLabel(agent, "writer"); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Parse("sync.yaml", []byte(`version: 1
+	var err error
+	e.pol, err = policy.Parse("sync.yaml", []byte(`version: 1
 targets:
-  - {name: db, protocol: tcp, address: "`+target.String()+`"}
+  - {name: db, protocol: tcp, address: "`+e.target+`"}
 agents:
-  - {name: writer, roles: [writer], egress: allow}
+  - {name: analyst, roles: [r], egress: deny`+strings.ReplaceAll(extra, "CGROOT", e.cg.Rel(""))+`}
+  - {name: writer, roles: [r], egress: allow}
 roles:
-  - name: writer
+  - name: r
     rules:
       - {actions: [read], decision: allow}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mount, _ := redirect.Cgroup2Mount()
-	scanFails := false
-	newSync := func(r *redirect.Redirector) *kernelSync {
-		return &kernelSync{
-			r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
-			pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
-			scan: func(mount, root string) ([]redirect.LabelledCgroup, error) {
-				if scanFails {
-					return nil, errors.New("scan cgroup labels: cannot read 1 cgroups (test)")
-				}
-				return redirect.ScanLabels(mount, root)
-			},
-		}
-	}
-	dial := func(when, want string) {
-		t.Helper()
-		if res := harness.Dial(t, agent, "tcp4", target.String()); res.Reply != want {
-			t.Errorf("%s: agent got %+v, want %q", when, res, want)
-		}
-	}
+	e.mount, _ = redirect.Cgroup2Mount()
+	return e
+}
 
-	r, err := redirect.Install(rcfg)
+// install attaches the programs, removed when the test ends.
+func (e *syncEnv) install(t *testing.T) *redirect.Redirector {
+	t.Helper()
+	r, err := redirect.Install(e.rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { redirect.Uninstall(pinDir) })
-	ks := newSync(r)
+	t.Cleanup(func() { r.Close(); redirect.Uninstall(e.pinDir) })
+	return r
+}
+
+// sync returns a kernelSync over r, as runDaemon makes it.
+func (e *syncEnv) sync(r *redirect.Redirector) *kernelSync {
+	return &kernelSync{
+		r: r, mount: e.mount, root: e.cg.Root, levels: redirect.MountAtGlobalRoot(e.mount),
+		pol: func() *policy.Policy { return e.pol }, dir: &directory{}, log: e.rcfg.Log, resolveEvery: time.Minute,
+	}
+}
+
+func tick(t *testing.T, ks *kernelSync) {
+	t.Helper()
 	if err := ks.tick(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	dial("after a good scan", "engine\n")
+}
+
+// dial dials addr from cgroup and checks the reply ("" for EPERM).
+func dial(t *testing.T, cgroup, addr, want, what string) {
+	t.Helper()
+	res := harness.Dial(t, cgroup, "tcp4", addr)
+	if want == "" && !strings.Contains(res.Err, "operation not permitted") || want != "" && res.Reply != want {
+		t.Errorf("%s: %+v, want %q", what, res, want)
+	}
+}
+
+// A label scan that cannot read part of the cgroup tree (EMFILE under
+// load, a permission problem) returns what it could read. Applied as the
+// whole truth, it deleted the unread agent cgroups from the kernel, and
+// their processes reached targets directly until the next good scan; at a
+// restart, before Attach, even through the old programs.
+func TestPrivilegedIncompleteLabelScanKeepsAgents(t *testing.T) {
+	e := newSyncEnv(t, "")
+	agent := e.cg.Mkdir(t, "agents/w")
+	if err := redirect.SetLabel(agent, "writer"); err != nil {
+		t.Fatal(err)
+	}
+	scanFails := false
+	newSync := func(r *redirect.Redirector) *kernelSync {
+		ks := e.sync(r)
+		ks.scan = func(mount, root string) ([]redirect.LabelledCgroup, error) {
+			if scanFails {
+				return nil, errors.New("scan cgroup labels: cannot read 1 cgroups (test)")
+			}
+			return redirect.ScanLabels(mount, root)
+		}
+		return ks
+	}
+	r := e.install(t)
+	ks := newSync(r)
+	tick(t, ks)
+	dial(t, agent, e.target, "engine\n", "after a good scan")
 
 	scanFails = true
-	if err := ks.tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	dial("FAIL OPEN: after a scan that could not read the agent's cgroup", "engine\n")
+	tick(t, ks)
+	dial(t, agent, e.target, "engine\n", "FAIL OPEN: after a scan that could not read the agent's cgroup")
 	r.Close()
 
 	// A restart whose first scan fails: the kernel keeps the agent through
 	// the old programs (before Attach) and the new ones.
-	r2, err := redirect.Load(rcfg)
+	r2, err := redirect.Load(e.rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r2.Close()
 	ks = newSync(r2)
-	if err := ks.tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	dial("FAIL OPEN: restart with a failing scan, before Attach", "engine\n")
+	tick(t, ks)
+	dial(t, agent, e.target, "engine\n", "FAIL OPEN: restart with a failing scan, before Attach")
 	if err := r2.Attach(); err != nil {
 		t.Fatal(err)
 	}
-	dial("FAIL OPEN: restart with a failing scan, after Attach", "engine\n")
+	dial(t, agent, e.target, "engine\n", "FAIL OPEN: restart with a failing scan, after Attach")
 
 	// Once scans succeed again, a removed label is removed from the kernel.
 	scanFails = false
 	if err := redirect.RemoveLabel(agent); err != nil {
 		t.Fatal(err)
 	}
-	if err := ks.tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	dial("after the label was removed and a scan succeeded", "direct\n")
+	tick(t, ks)
+	dial(t, agent, e.target, "direct\n", "after the label was removed and a scan succeeded")
 }
 
 // setLabelEnv makes the test binary set the label xattr on a cgroup the
@@ -148,32 +184,8 @@ func maybeSetLabel() {
 // identity. Only labels on root-owned cgroups that only root may write
 // count.
 func TestPrivilegedUserLabelsAreIgnored(t *testing.T) {
-	harness.RequirePrivileged(t)
-	cg := harness.NewCgroups(t)
-	pinDir := harness.PinDir(t)
-	eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
-	eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
-	target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
-	other := harness.LineServer(t, "tcp4", "127.0.0.1:0", "other\n").Addr().(*net.TCPAddr).AddrPort()
-	rcfg := redirect.Config{
-		CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
-		EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	pol, err := policy.Parse("labels.yaml", []byte(`version: 1
-targets:
-  - {name: db, protocol: tcp, address: "`+target.String()+`"}
-agents:
-  - {name: analyst, roles: [analyst], egress: deny}
-  - {name: writer, roles: [analyst], egress: allow}
-roles:
-  - name: analyst
-    rules:
-      - {actions: [read], decision: allow}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newSyncEnv(t, "")
+	cg := e.cg
 	const nobody = 65534
 	// The operator's label on a root-owned cgroup; below it, a cgroup
 	// delegated to an unprivileged user.
@@ -214,28 +226,12 @@ roles:
 	setAsUser(delegated, "writer")
 	setAsUser(user, "writer")
 
-	r, err := redirect.Install(rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { redirect.Uninstall(pinDir) })
-	defer r.Close()
-	mount, _ := redirect.Cgroup2Mount()
-	ks := &kernelSync{
-		r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
-		pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
-	}
-	if err := ks.tick(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	ks := e.sync(e.install(t))
+	tick(t, ks)
 
 	// The delegated child stays analyst: egress deny, not writer's allow.
-	if res := harness.Dial(t, delegated, "tcp4", other.String()); !strings.Contains(res.Err, "operation not permitted") {
-		t.Errorf("ESCALATION: a user's label on its delegated child made it writer (egress allow): %+v", res)
-	}
-	if res := harness.Dial(t, delegated, "tcp4", target.String()); res.Reply != "engine\n" {
-		t.Errorf("delegated child of an agent cgroup: %+v, want the engine", res)
-	}
+	dial(t, delegated, e.other, "", "ESCALATION: a user's label on its delegated child made it writer (egress allow)")
+	dial(t, delegated, e.target, "engine\n", "delegated child of an agent cgroup")
 	// The user's own cgroup gains no identity: its processes are agents
 	// with no roles and egress deny (a label set by root on a delegated
 	// cgroup looks the same, and must not fail open).
@@ -244,9 +240,7 @@ roles:
 	if got := state.Cgroups[userID]; got != redirect.UntrustedAgent {
 		t.Errorf("a user's self-made label: kernel agent %q, want %q", got, redirect.UntrustedAgent)
 	}
-	if res := harness.Dial(t, user, "tcp4", other.String()); !strings.Contains(res.Err, "operation not permitted") {
-		t.Errorf("a user's self-made label: %+v to a non-target, want EPERM", res)
-	}
+	dial(t, user, e.other, "", "a user's self-made label, to a non-target")
 	delegatedID, _ := redirect.CgroupID(delegated)
 	if _, ok := state.Cgroups[delegatedID]; ok {
 		t.Errorf("an ignored label below an honoured one reached the kernel: %v", state.Cgroups)
@@ -288,16 +282,12 @@ func TestPrivilegedEscapableLabelsReported(t *testing.T) {
 	harness.RequirePrivileged(t)
 	for _, static := range []bool{false, true} {
 		t.Run(fmt.Sprintf("static=%v", static), func(t *testing.T) {
-			cg := harness.NewCgroups(t)
-			pinDir := harness.PinDir(t)
-			eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
-			eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
-			target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().String()
-			rcfg := redirect.Config{
-				CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
-				EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			extra := ""
+			if static {
+				extra = ", cgroups: [CGROOT/user/agent]"
 			}
+			e := newSyncEnv(t, extra)
+			cg := e.cg
 			const nobody = 65534
 			user := cg.Mkdir(t, "user") // delegated as systemd does it
 			for _, f := range []string{"", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"} {
@@ -309,41 +299,14 @@ func TestPrivilegedEscapableLabelsReported(t *testing.T) {
 			if err := redirect.SetLabel(agent, "analyst"); !errors.Is(err, redirect.ErrEscapableLabel) || !strings.Contains(err.Error(), "uid 65534") {
 				t.Errorf("SetLabel below a delegated cgroup: %v, want ErrEscapableLabel naming uid 65534", err)
 			}
-			cgroups := ""
-			if static {
-				cgroups = ", cgroups: [" + cg.Rel("user/agent") + "]"
-			} else if err := unix.Setxattr(agent, redirect.LabelXattr, []byte("analyst"), 0); err != nil {
-				t.Fatal(err)
+			if !static {
+				if err := unix.Setxattr(agent, redirect.LabelXattr, []byte("analyst"), 0); err != nil {
+					t.Fatal(err)
+				}
 			}
-			pol, err := policy.Parse("escapable.yaml", []byte(`version: 1
-targets:
-  - {name: db, protocol: tcp, address: "`+target+`"}
-agents:
-  - {name: analyst, roles: [analyst], egress: deny`+cgroups+`}
-roles:
-  - name: analyst
-    rules:
-      - {actions: [read], decision: allow}
-`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := redirect.Install(rcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
-			mount, _ := redirect.Cgroup2Mount()
-			ks := &kernelSync{
-				r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
-				pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
-			}
-			if err := ks.tick(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if res := harness.Dial(t, agent, "tcp4", target); res.Reply != "engine\n" {
-				t.Errorf("processes in the escapable agent cgroup: %+v, want the engine", res)
-			}
+			ks := e.sync(e.install(t))
+			tick(t, ks)
+			dial(t, agent, e.target, "engine\n", "processes in the escapable agent cgroup")
 			_, labels := ks.snapshot()
 			if len(labels) != 1 || labels[0].Ignored != "" || !strings.Contains(labels[0].Escapable, cg.Rel("user")+" (uid 65534") {
 				t.Errorf("labels: %+v, want one honoured and reported escapable because of /user", labels)
@@ -358,32 +321,8 @@ roles:
 // knew, unlabelling never took effect (a demoted agent kept egress allow)
 // and removed cgroups piled up in the map until it was full.
 func TestPrivilegedIncompleteScanKeepsOnlyUnread(t *testing.T) {
-	harness.RequirePrivileged(t)
-	cg := harness.NewCgroups(t)
-	pinDir := harness.PinDir(t)
-	eng4 := harness.LineServer(t, "tcp4", "127.0.0.1:0", "engine\n")
-	eng6 := harness.LineServer(t, "tcp6", "[::1]:0", "engine\n")
-	target := harness.LineServer(t, "tcp4", "127.0.0.1:0", "direct\n").Addr().(*net.TCPAddr).AddrPort()
-	other := harness.LineServer(t, "tcp4", "127.0.0.1:0", "other\n").Addr().(*net.TCPAddr).AddrPort()
-	rcfg := redirect.Config{
-		CgroupPath: cg.Root, PinDir: pinDir, Mark: 0x494c,
-		EnginePort4: uint16(eng4.Addr().(*net.TCPAddr).Port), EnginePort6: uint16(eng6.Addr().(*net.TCPAddr).Port),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	pol, err := policy.Parse("keep.yaml", []byte(`version: 1
-targets:
-  - {name: db, protocol: tcp, address: "`+target.String()+`"}
-agents:
-  - {name: analyst, roles: [r], egress: deny}
-  - {name: writer, roles: [r], egress: allow}
-roles:
-  - name: r
-    rules:
-      - {actions: [read], decision: allow}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newSyncEnv(t, "")
+	cg := e.cg
 	agents := cg.Mkdir(t, "agents")
 	w := cg.Mkdir(t, "agents/w")
 	tmp := cg.Mkdir(t, "agents/tmp")
@@ -401,45 +340,28 @@ roles:
 	if err := unix.Setxattr(user, redirect.LabelXattr, []byte(strings.Repeat("x", 300)), 0); err != nil {
 		t.Fatal(err)
 	}
-	r, err := redirect.Install(rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(); redirect.Uninstall(pinDir) })
-	mount, _ := redirect.Cgroup2Mount()
 	hiddenRoot := filepath.Dir(hidden)
 	unreadable := false
-	ks := &kernelSync{
-		r: r, mount: mount, root: cg.Root, levels: redirect.MountAtGlobalRoot(mount),
-		pol: func() *policy.Policy { return pol }, dir: &directory{}, log: rcfg.Log, resolveEvery: time.Minute,
-		// As ScanLabels reports a subtree it cannot read (permissions).
-		scan: func(mount, root string) ([]redirect.LabelledCgroup, error) {
-			labels, err := redirect.ScanLabels(mount, root)
-			if err != nil || !unreadable {
-				return labels, err
-			}
-			var seen []redirect.LabelledCgroup
-			for _, l := range labels {
-				if !strings.HasPrefix(filepath.Join(mount, l.Path), hiddenRoot) {
-					seen = append(seen, l)
-				}
-			}
-			return seen, &redirect.IncompleteScanError{Unreadable: []string{hiddenRoot}}
-		},
-	}
-	tick := func() {
-		t.Helper()
-		if err := ks.tick(context.Background()); err != nil {
-			t.Fatal(err)
+	ks := e.sync(e.install(t))
+	// As ScanLabels reports a subtree it cannot read (permissions).
+	ks.scan = func(mount, root string) ([]redirect.LabelledCgroup, error) {
+		labels, err := redirect.ScanLabels(mount, root)
+		if err != nil || !unreadable {
+			return labels, err
 		}
+		var seen []redirect.LabelledCgroup
+		for _, l := range labels {
+			if !strings.HasPrefix(filepath.Join(mount, l.Path), hiddenRoot) {
+				seen = append(seen, l)
+			}
+		}
+		return seen, &redirect.IncompleteScanError{Unreadable: []string{hiddenRoot}}
 	}
-	tick()
-	if _, err := redirect.ScanLabels(mount, cg.Root); err != nil {
+	tick(t, ks)
+	if _, err := redirect.ScanLabels(e.mount, cg.Root); err != nil {
 		t.Errorf("an oversized label made the scan incomplete: %v", err)
 	}
-	if res := harness.Dial(t, w, "tcp4", other.String()); res.Reply != "other\n" {
-		t.Fatalf("writer (egress allow) before: %+v", res)
-	}
+	dial(t, w, e.other, "other\n", "writer (egress allow) before")
 
 	unreadable = true
 	// The operator demotes w (it inherits analyst: egress deny), and an
@@ -451,15 +373,51 @@ roles:
 	if err := os.Remove(tmp); err != nil {
 		t.Fatal(err)
 	}
-	tick()
-	if res := harness.Dial(t, w, "tcp4", other.String()); !strings.Contains(res.Err, "operation not permitted") {
-		t.Errorf("unlabelling during an incomplete scan: the demoted cgroup kept writer's egress allow: %+v", res)
-	}
-	if known, _ := redirect.AgentCgroupKnown(pinDir, tmpID); known {
+	tick(t, ks)
+	dial(t, w, e.other, "", "unlabelling during an incomplete scan: the demoted cgroup kept writer's egress allow")
+	if known, _ := redirect.AgentCgroupKnown(e.pinDir, tmpID); known {
 		t.Errorf("a removed agent cgroup stayed in the kernel map during an incomplete scan")
 	}
 	// What the scan could not read stays an agent.
-	if res := harness.Dial(t, hidden, "tcp4", target.String()); res.Reply != "engine\n" {
-		t.Errorf("FAIL OPEN: an agent cgroup the scan could not read: %+v, want the engine", res)
+	dial(t, hidden, e.target, "engine\n", "FAIL OPEN: an agent cgroup the scan could not read")
+}
+
+// Anyone who owns a cgroup can label its subtree by the thousand. Each
+// such label that no honoured label covers is an agent cgroup in the
+// kernel; unbounded, they filled the map (16384), and a label the
+// operator set afterwards never reached the kernel: its processes
+// reached targets directly.
+func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
+	e := newSyncEnv(t, "")
+	users := e.cg.Mkdir(t, "users")
+	if err := os.Chown(users, 65534, 65534); err != nil {
+		t.Fatal(err)
 	}
+	const n = 16384 + 16 // more than the map holds
+	for i := range n {
+		p := filepath.Join(users, fmt.Sprintf("c%d", i))
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, redirect.LabelXattr, []byte("x"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ks := e.sync(e.install(t))
+	tick(t, ks)
+	agent := e.cg.Mkdir(t, "agents/new")
+	if err := redirect.SetLabel(agent, "analyst"); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, ks)
+	dial(t, agent, e.target, "engine\n", "FAIL OPEN: an agent labelled after a flood of untrusted labels")
+	state, _ := ks.snapshot()
+	if len(state.Untrusted) != maxUntrustedCgroups {
+		t.Errorf("untrusted labels in the kernel: %d, want the limit %d", len(state.Untrusted), maxUntrustedCgroups)
+	}
+	// The first ones (by path) are agents with no roles, the rest not.
+	dial(t, filepath.Join(users, "c0"), e.other, "", "a cgroup within the limit, to a non-target")
 }

@@ -9,12 +9,15 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/test/harness"
 )
@@ -500,6 +503,61 @@ func TestExec(t *testing.T) {
 	err = interlockExec("--allow-root", "--", "sh", "-c", "exit 7").Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 		t.Errorf("exec exit status: %v, want 7", err)
+	}
+}
+
+// `sudo interlock exec --user bot -- agent` from an operator's terminal:
+// in the operator's session, with the operator's tty as its controlling
+// terminal, the agent pushed input with TIOCSTI (dev.tty.legacy_tiocsti=1,
+// the default on most kernels) that the operator's root shell read once
+// exec returned: root again, outside the cgroup, despite --user and
+// no_new_privs. The agent now has a session of its own.
+func TestExecNoControllingTerminal(t *testing.T) {
+	if b, _ := os.ReadFile("/proc/sys/dev/tty/legacy_tiocsti"); strings.TrimSpace(string(b)) == "0" {
+		t.Skip("TIOCSTI disabled on this kernel")
+	}
+	_, err := exec.LookPath("perl")
+	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
+	e := setup(t)
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	go func() { // drain the output side
+		b := make([]byte, 4096)
+		for {
+			if _, err := ptmx.Read(b); err != nil {
+				return
+			}
+		}
+	}()
+	cmd := exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", e.cg.Rel("exec"),
+		"--user", "nobody", "--", "perl", "-e", `for (split //, "echo PWNED-AS-ROOT\n") { ioctl(STDIN, 0x5412, $_) or die "TIOCSTI: $!" }`)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Run(); err != nil {
+		t.Logf("exec: %v", err)
+	}
+	// What the operator's shell reads next from its terminal.
+	unix.SetNonblock(int(pts.Fd()), true)
+	pts.SetReadDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 256)
+	k, _ := pts.Read(b)
+	if strings.Contains(string(b[:k]), "PWNED-AS-ROOT") {
+		t.Errorf("the agent (uid nobody) injected %q into the caller's terminal input: the caller's root shell runs it", b[:k])
 	}
 }
 
