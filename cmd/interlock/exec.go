@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -44,7 +45,8 @@ COMMAND runs as --user, which should be a user of the agent's own that runs noth
 its cgroup. It never runs as root unless --allow-root is given: root owns the cgroup files, so
 an agent running as root (even without capabilities) can move itself out of its cgroup or
 relabel it. COMMAND cannot gain privileges (no_new_privs: setuid programs such as sudo do not
-make it root), runs in a session of its own (no controlling terminal to push input into), and
+make it root), runs in a session of its own with pipes in place of a terminal (exec relays
+them while it runs: no terminal to push input into, none to read while exec is stopped), and
 gets a small environment: PATH, TERM, LANG, LANGUAGE, TZ and LC_* from the
 caller, the user's HOME, USER, LOGNAME and SHELL, and what --env adds.`,
 		Args: cobra.MinimumNArgs(1),
@@ -216,10 +218,15 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	}
 	defer syscall.Close(fd)
 	c := exec.Command(argv[0], argv[1:]...)
-	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// A session of its own: the caller's terminal is not the agent's
 	// controlling terminal, so it cannot push input (TIOCSTI) that the
-	// caller's root shell reads after exec returns. Signals are forwarded.
+	// caller's root shell reads after exec returns. Nor does it get the
+	// terminal itself (relayStdio): outside the terminal's job control it
+	// would go on reading it while exec is stopped (^Z) or in the
+	// background, and take the lines meant for the caller's shell. Signals
+	// are forwarded.
+	relay := relayStdio(c)
+	defer relay.finish()
 	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Setsid: true}
 	c.Env = env
 	// Forward the signals a terminal or supervisor sends; the command
@@ -230,6 +237,7 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	if err := startNoNewPrivs(c); err != nil {
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
+	relay.started()
 	go func() {
 		for s := range sigs {
 			c.Process.Signal(s)
@@ -245,6 +253,76 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 		return &exitError{code: code}
 	}
 	return err
+}
+
+// stdioRelay copies between exec's own standard streams and pipes that
+// the agent gets instead of a terminal.
+type stdioRelay struct {
+	child []*os.File      // the agent's ends, closed here once it started
+	done  []chan struct{} // output copies
+}
+
+// relayStdio gives c exec's standard streams, or a pipe in place of each
+// one that is a terminal. Input is read from the terminal only while exec
+// runs, so a stopped or background exec (job control stops it, not the
+// agent in its own session) reads nothing for the agent; output waits in
+// the pipe meanwhile.
+func relayStdio(c *exec.Cmd) *stdioRelay {
+	r := &stdioRelay{}
+	isTerminal := func(f *os.File) bool {
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		return err == nil
+	}
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if isTerminal(os.Stdin) {
+		if pr, pw, err := os.Pipe(); err == nil {
+			c.Stdin = pr
+			r.child = append(r.child, pr)
+			// Not waited for: it may sit in a read of the terminal.
+			go func() { io.Copy(pw, os.Stdin); pw.Close() }()
+		}
+	}
+	for _, out := range []struct {
+		f   *os.File
+		set func(*os.File)
+	}{{os.Stdout, func(f *os.File) { c.Stdout = f }}, {os.Stderr, func(f *os.File) { c.Stderr = f }}} {
+		if !isTerminal(out.f) {
+			continue
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			continue
+		}
+		out.set(pw)
+		r.child = append(r.child, pw)
+		done := make(chan struct{})
+		r.done = append(r.done, done)
+		go func() { io.Copy(out.f, pr); pr.Close(); close(done) }()
+	}
+	return r
+}
+
+// started closes the agent's ends of the pipes in exec.
+func (r *stdioRelay) started() {
+	for _, f := range r.child {
+		f.Close()
+	}
+	r.child = nil
+}
+
+// finish lets the output copies drain: until the agent's processes have
+// all closed the pipes, or a moment after (leftovers are killed with the
+// cgroup).
+func (r *stdioRelay) finish() {
+	r.started()
+	deadline := time.After(200 * time.Millisecond)
+	for _, d := range r.done {
+		select {
+		case <-d:
+		case <-deadline:
+			return
+		}
+	}
 }
 
 // startNoNewPrivs starts c with no_new_privs set: neither setuid programs

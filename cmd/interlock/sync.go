@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/interlockhq/interlock/engine"
 	"github.com/interlockhq/interlock/engine/policy"
@@ -248,19 +251,24 @@ const maxUntrustedCgroups = 1024
 // changes nothing. Elsewhere its processes are still agents, with no roles
 // and egress deny: ignoring it would let them reach targets directly (a
 // label root set on a delegated cgroup). Its Agent becomes
-// redirect.UntrustedAgent, for one entry per topmost such cgroup (the
-// kernel's ancestor search covers the rest), at most maxUntrustedCgroups;
-// the others are left as they are and skipped.
+// redirect.UntrustedAgent, for the topmost such cgroups only (the kernel's
+// ancestor search covers the rest), at most maxUntrustedCgroups, shared
+// out in turn among the cgroups' owners: one user's flood of labels must
+// not crowd out the label root set on another user's cgroup. The others
+// are left as they are, and skipped.
 func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirect.LabelledCgroup {
-	honoured := map[string]bool{}
+	honoured, ignored := map[string]bool{}, map[string]bool{}
 	for _, l := range labels {
-		if l.Ignored == "" && l.Path != "/" {
+		switch {
+		case l.Ignored != "":
+			ignored[l.Path] = true
+		case l.Path != "/":
 			honoured[l.Path] = true
 		}
 	}
 	out := slices.Clone(labels)
 	slices.SortStableFunc(out, func(a, b redirect.LabelledCgroup) int { return strings.Compare(a.Path, b.Path) })
-	untrusted, over := map[string]bool{}, 0
+	byOwner := map[uint32][]int{} // topmost untrusted labels, in path order
 	for i, l := range out {
 		if l.Ignored == "" {
 			continue
@@ -269,22 +277,43 @@ func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirec
 			k.log.Error("agent label not honoured: non-root users could have written it; its processes are agents through a labelled ancestor, or else agents with no roles and egress deny",
 				"cgroup", l.Path, "agent", l.Agent, "reason", l.Ignored)
 		}
-		// Paths sort parents first: an ancestor is decided before.
-		if labelledAncestorIn(honoured, l.Path) || labelledAncestorIn(untrusted, l.Path) {
+		if labelledAncestorIn(honoured, l.Path) || l.Path != "/" && labelledAncestorIn(ignored, filepath.Dir(l.Path)) {
 			continue
 		}
-		if len(untrusted) == maxUntrustedCgroups {
-			over++
-			continue
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(k.mount, l.Path), &st); err != nil {
+			continue // gone
 		}
-		untrusted[l.Path] = true
-		out[i].Agent = redirect.UntrustedAgent
+		byOwner[st.Uid] = append(byOwner[st.Uid], i)
 	}
-	if over > 0 && over != k.untrustedOver {
-		k.log.Error("too many labels the daemon does not honour; the processes of these cgroups are not intercepted (someone may be flooding labels: look for cgroups owned by non-root users)",
-			"not_intercepted", over, "limit", maxUntrustedCgroups)
+	owners := slices.Sorted(maps.Keys(byOwner))
+	taken := 0
+	for round := 0; taken < maxUntrustedCgroups; round++ {
+		more := false
+		for _, uid := range owners {
+			if round < len(byOwner[uid]) && taken < maxUntrustedCgroups {
+				out[byOwner[uid][round]].Agent = redirect.UntrustedAgent
+				taken++
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
 	}
-	k.untrustedOver = over
+	var left []string
+	for _, uid := range owners {
+		for _, i := range byOwner[uid] {
+			if out[i].Agent != redirect.UntrustedAgent {
+				left = append(left, out[i].Path)
+			}
+		}
+	}
+	if len(left) > 0 && len(left) != k.untrustedOver {
+		k.log.Error("too many labels the daemon does not honour; the processes of the cgroups left out are not intercepted (someone may be flooding labels: look at the owners of these cgroups)",
+			"left_out", len(left), "limit", maxUntrustedCgroups, "first", left[:min(len(left), 5)])
+	}
+	k.untrustedOver = len(left)
 	return out
 }
 

@@ -421,3 +421,43 @@ func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
 	// The first ones (by path) are agents with no roles, the rest not.
 	dial(t, filepath.Join(users, "c0"), e.other, "", "a cgroup within the limit, to a non-target")
 }
+
+// The cap on untrusted labels is shared out among the cgroups' owners: in
+// path order, user A's flood filled it, and the label root set on user B's
+// delegated cgroup was left out: B's processes reached targets directly.
+func TestPrivilegedUntrustedLabelCapSharedByOwner(t *testing.T) {
+	e := newSyncEnv(t, "")
+	a := e.cg.Mkdir(t, "users/a")
+	if err := os.Chown(a, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxUntrustedCgroups {
+		p := filepath.Join(a, fmt.Sprintf("c%04d", i))
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, redirect.LabelXattr, []byte("x"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The operator's label on B's delegated cgroup (set by root).
+	b := e.cg.Mkdir(t, "users/b")
+	if err := os.Chown(b, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(b, redirect.LabelXattr, []byte("analyst"), 0); err != nil {
+		t.Fatal(err)
+	}
+	logs := &harness.SyncBuffer{}
+	ks := e.sync(e.install(t))
+	ks.log = slog.New(slog.NewTextHandler(logs, nil))
+	tick(t, ks)
+	dial(t, b, e.target, "engine\n", "FAIL OPEN: a root-set label on user B's cgroup, crowded out by user A's labels")
+	dial(t, b, e.other, "", "FAIL OPEN: a root-set label on user B's cgroup (egress deny), crowded out")
+	if !strings.Contains(logs.String(), "left_out=1") || !strings.Contains(logs.String(), "c1023") {
+		t.Errorf("the error does not name what was left out:\n%s", logs)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -536,16 +537,29 @@ func TestExecNoControllingTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pts.Close()
-	go func() { // drain the output side
+	screen := &harness.SyncBuffer{} // what the terminal shows
+	go func() {
 		b := make([]byte, 4096)
 		for {
-			if _, err := ptmx.Read(b); err != nil {
+			n, err := ptmx.Read(b)
+			if err != nil {
 				return
 			}
+			screen.Write(b[:n])
 		}
 	}()
+	// Into standard input, and into the controlling terminal; exec's own
+	// relay may read what lands in the terminal, so the agent says what
+	// worked.
 	cmd := exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst", "--parent", e.cg.Rel("exec"),
-		"--user", "nobody", "--", "perl", "-e", `for (split //, "echo PWNED-AS-ROOT\n") { ioctl(STDIN, 0x5412, $_) or die "TIOCSTI: $!" }`)
+		"--user", "nobody", "--", "perl", "-e", `
+			$| = 1;
+			open(my $tty, "+<", "/dev/tty");
+			for my $fh (\*STDIN, $tty) {
+				next unless $fh;
+				for (split //, "echo PWNED-AS-ROOT\n") { ioctl($fh, 0x5412, $_) or last; print "TIOCSTI-WORKED\n" }
+			}
+			print "AGENT-DONE\n"`)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Run(); err != nil {
@@ -558,6 +572,119 @@ func TestExecNoControllingTerminal(t *testing.T) {
 	k, _ := pts.Read(b)
 	if strings.Contains(string(b[:k]), "PWNED-AS-ROOT") {
 		t.Errorf("the agent (uid nobody) injected %q into the caller's terminal input: the caller's root shell runs it", b[:k])
+	}
+	harness.WaitFor(time.Second, func() bool { return strings.Contains(screen.String(), "AGENT-DONE") })
+	if out := screen.String(); !strings.Contains(out, "AGENT-DONE") || strings.Contains(out, "TIOCSTI-WORKED") {
+		t.Errorf("the agent pushed input into the caller's terminal, or did not run:\n%s", out)
+	}
+}
+
+// jobShell is a tiny job-control shell: it runs its arguments as a
+// foreground job in a process group of its own (as bash does), waits
+// until the job ends or stops (^Z), takes the terminal back, and then
+// reads the operator's next lines, as a root shell would.
+const jobShell = `
+use POSIX;
+$SIG{TTOU} = 'IGNORE';
+$| = 1;
+my $pid = fork();
+if ($pid == 0) { setpgid(0, 0); exec @ARGV; exit 127 }
+setpgid($pid, $pid);
+tcsetpgrp(0, $pid);
+print "JOB:$pid\n";
+waitpid($pid, WUNTRACED);
+tcsetpgrp(0, getpgrp());
+print "SHELL-BACK\n";
+while (defined(my $l = <STDIN>)) { print "SHELL-READ:$l"; last if $l =~ /END/ }
+kill('CONT', -$pid);
+sleep 30;
+`
+
+// In a session of its own the agent is outside the terminal's job
+// control: ^Z stops interlock exec (the foreground job), not the agent,
+// and a process outside the terminal's session gets no SIGTTIN when it
+// reads the terminal. Given the terminal itself, the agent went on
+// reading it while exec was stopped, and took the lines meant for the
+// operator's root shell (commands, passwords). It gets pipes instead,
+// which exec feeds only while it runs.
+func TestExecStoppedAgentReadsNoInput(t *testing.T) {
+	_, err := exec.LookPath("perl")
+	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
+	e := setup(t)
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	out := &harness.SyncBuffer{}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			k, err := ptmx.Read(b)
+			if err != nil {
+				return
+			}
+			out.Write(b[:k])
+		}
+	}()
+	agent := `$| = 1; print "AGENT-READY\n"; while (defined(my $l = <STDIN>)) { print "AGENT-READ:$l" }`
+	cmd := exec.Command("perl", "-e", jobShell, e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst",
+		"--parent", e.cg.Rel("exec"), "--user", "nobody", "--", "perl", "-e", agent)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var job int
+	t.Cleanup(func() {
+		// Kill the agent through its cgroup (our subtree), let exec clean up.
+		filepath.WalkDir(e.cg.Path("exec"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() && p != e.cg.Path("exec") {
+				os.WriteFile(filepath.Join(p, "cgroup.kill"), []byte("1"), 0)
+			}
+			return nil
+		})
+		if job > 0 {
+			syscall.Kill(job, syscall.SIGCONT)
+			time.Sleep(500 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if !harness.WaitFor(10*time.Second, func() bool { return strings.Contains(out.String(), "AGENT-READY") }) {
+		t.Fatalf("agent did not start:\n%s", out.String())
+	}
+	if m := regexp.MustCompile(`JOB:(\d+)`).FindStringSubmatch(out.String()); m != nil {
+		job, _ = strconv.Atoi(m[1])
+	}
+	ptmx.Write([]byte{0x1a}) // ^Z
+	if !harness.WaitFor(5*time.Second, func() bool { return strings.Contains(out.String(), "SHELL-BACK") }) {
+		t.Fatalf("^Z did not suspend interlock exec:\n%s", out.String())
+	}
+	st, _ := os.ReadFile("/proc/" + strconv.Itoa(job) + "/stat")
+	t.Logf("interlock exec (pid %d) after ^Z: %s", job, st)
+	for i := range 5 {
+		ptmx.Write([]byte("operator-secret-" + strconv.Itoa(i) + "\n"))
+		time.Sleep(100 * time.Millisecond)
+	}
+	ptmx.Write([]byte("END\n"))
+	time.Sleep(500 * time.Millisecond)
+	got := out.String()
+	t.Logf("terminal:\n%s", got)
+	if strings.Contains(got, "AGENT-READ:operator-secret") {
+		t.Errorf("with interlock exec suspended (^Z), the agent (uid nobody) read the operator's terminal input meant for the root shell")
 	}
 }
 
