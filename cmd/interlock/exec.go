@@ -226,7 +226,7 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	// background, and take the lines meant for the caller's shell. Signals
 	// are forwarded.
 	relay := relayStdio(c)
-	defer relay.finish()
+	defer relay.started() // on errors before Wait
 	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Setsid: true}
 	c.Env = env
 	// Forward the signals a terminal or supervisor sends; the command
@@ -234,6 +234,11 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
+	// Descriptors the caller passed beyond 0-2 (a terminal on fd 3) stay
+	// with exec: only what relayStdio gives reaches the agent.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
+	}
 	if err := startNoNewPrivs(c); err != nil {
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
@@ -244,6 +249,10 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 		}
 	}()
 	err = c.Wait()
+	// Leftovers go first, so that the output copies see the pipes close
+	// and relay everything, however slow the terminal (^S).
+	os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0)
+	relay.finish()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		code := ee.ExitCode()
@@ -279,7 +288,7 @@ func relayStdio(c *exec.Cmd) *stdioRelay {
 			c.Stdin = pr
 			r.child = append(r.child, pr)
 			// Not waited for: it may sit in a read of the terminal.
-			go func() { io.Copy(pw, os.Stdin); pw.Close() }()
+			go func() { io.Copy(pw, foregroundReader{os.Stdin}); pw.Close() }()
 		}
 	}
 	for _, out := range []struct {
@@ -302,6 +311,22 @@ func relayStdio(c *exec.Cmd) *stdioRelay {
 	return r
 }
 
+// foregroundReader reads a terminal only while this process group is the
+// terminal's foreground: a read in the background stops exec (SIGTTIN),
+// and with it the job that started it in the background (`exec … &`).
+type foregroundReader struct{ f *os.File }
+
+func (r foregroundReader) Read(b []byte) (int, error) {
+	fd := int(r.f.Fd())
+	for {
+		pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+		if err != nil || pgrp == unix.Getpgrp() {
+			return r.f.Read(b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // started closes the agent's ends of the pipes in exec.
 func (r *stdioRelay) started() {
 	for _, f := range r.child {
@@ -310,18 +335,13 @@ func (r *stdioRelay) started() {
 	r.child = nil
 }
 
-// finish lets the output copies drain: until the agent's processes have
-// all closed the pipes, or a moment after (leftovers are killed with the
-// cgroup).
+// finish waits until the output copies have relayed everything: the
+// agent's processes are gone (killed with the cgroup), so the pipes close
+// once their contents reach the terminal.
 func (r *stdioRelay) finish() {
 	r.started()
-	deadline := time.After(200 * time.Millisecond)
 	for _, d := range r.done {
-		select {
-		case <-d:
-		case <-deadline:
-			return
-		}
+		<-d
 	}
 }
 

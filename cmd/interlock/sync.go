@@ -253,9 +253,9 @@ const maxUntrustedCgroups = 1024
 // label root set on a delegated cgroup). Its Agent becomes
 // redirect.UntrustedAgent, for the topmost such cgroups only (the kernel's
 // ancestor search covers the rest), at most maxUntrustedCgroups, shared
-// out in turn among the cgroups' owners: one user's flood of labels must
-// not crowd out the label root set on another user's cgroup. The others
-// are left as they are, and skipped.
+// out in turn among delegation points (delegationPoint): one user's flood
+// of labels must not crowd out the label root set on another user's
+// cgroup. The others are left as they are, and skipped.
 func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirect.LabelledCgroup {
 	honoured, ignored := map[string]bool{}, map[string]bool{}
 	for _, l := range labels {
@@ -268,7 +268,7 @@ func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirec
 	}
 	out := slices.Clone(labels)
 	slices.SortStableFunc(out, func(a, b redirect.LabelledCgroup) int { return strings.Compare(a.Path, b.Path) })
-	byOwner := map[uint32][]int{} // topmost untrusted labels, in path order
+	byOwner := map[string][]int{} // topmost untrusted labels by delegation point, in path order
 	for i, l := range out {
 		if l.Ignored == "" {
 			continue
@@ -280,11 +280,11 @@ func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirec
 		if labelledAncestorIn(honoured, l.Path) || l.Path != "/" && labelledAncestorIn(ignored, filepath.Dir(l.Path)) {
 			continue
 		}
-		var st unix.Stat_t
-		if err := unix.Stat(filepath.Join(k.mount, l.Path), &st); err != nil {
+		point, ok := delegationPoint(k.mount, l.Path)
+		if !ok {
 			continue // gone
 		}
-		byOwner[st.Uid] = append(byOwner[st.Uid], i)
+		byOwner[point] = append(byOwner[point], i)
 	}
 	owners := slices.Sorted(maps.Keys(byOwner))
 	taken := 0
@@ -315,6 +315,28 @@ func (k *kernelSync) untrustedAgents(labels []redirect.LabelledCgroup) []redirec
 	}
 	k.untrustedOver = len(left)
 	return out
+}
+
+// delegationPoint returns the topmost cgroup on the way from the root to
+// rel (relative to mount) that someone other than root may write: where
+// a user's own part of the tree begins ("" when there is none). Users
+// cannot make more of them (new children of root-only cgroups need
+// root), whatever uids they own: the untrusted-label cap is shared out by
+// these, not by owner uid, which a user with subordinate uids (a user
+// namespace) can multiply with chown.
+func delegationPoint(mount, rel string) (string, bool) {
+	p := mount
+	for _, part := range strings.Split(strings.Trim(rel, "/"), "/") {
+		p = filepath.Join(p, part)
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return "", false
+		}
+		if st.Uid != 0 || st.Mode&0o022 != 0 {
+			return p, true
+		}
+	}
+	return "", true
 }
 
 // keepUnread returns the agent cgroups in the kernel that a scan which

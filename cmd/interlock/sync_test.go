@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -422,10 +423,10 @@ func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
 	dial(t, filepath.Join(users, "c0"), e.other, "", "a cgroup within the limit, to a non-target")
 }
 
-// The cap on untrusted labels is shared out among the cgroups' owners: in
+// The cap on untrusted labels is shared out among delegation points: in
 // path order, user A's flood filled it, and the label root set on user B's
 // delegated cgroup was left out: B's processes reached targets directly.
-func TestPrivilegedUntrustedLabelCapSharedByOwner(t *testing.T) {
+func TestPrivilegedUntrustedLabelCapSharedByDelegation(t *testing.T) {
 	e := newSyncEnv(t, "")
 	a := e.cg.Mkdir(t, "users/a")
 	if err := os.Chown(a, 65534, 65534); err != nil {
@@ -460,4 +461,47 @@ func TestPrivilegedUntrustedLabelCapSharedByOwner(t *testing.T) {
 	if !strings.Contains(logs.String(), "left_out=1") || !strings.Contains(logs.String(), "c1023") {
 		t.Errorf("the error does not name what was left out:\n%s", logs)
 	}
+}
+
+// Shared out by owner uid, the cap could still be taken by one user: with
+// subordinate uids (/etc/subuid, newuidmap), user A chowns the cgroups of
+// its own delegation to a thousand different uids inside a user
+// namespace, and every one of them came before user B. Delegation points
+// cannot be multiplied that way. (newuidmap is emulated: the test, as
+// root, writes the maps.)
+func TestPrivilegedUntrustedLabelCapSubordinateUIDs(t *testing.T) {
+	e := newSyncEnv(t, "")
+	a := e.cg.Mkdir(t, "users/a")
+	if err := os.Chown(a, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1100
+	script := `set -e; cd "$1"; i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do d=c$i; mkdir $d; setfattr -n user.interlock.agent -v x $d; i=$((i+1)); chown $i:$i $d; done; stat -c '%u' c0 c1099`
+	cmd := exec.Command("/bin/sh", "-c", script, "sh", a)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1000, Size: 1}, {ContainerID: 1, HostID: 100000, Size: n}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1000, Size: 1}, {ContainerID: 1, HostID: 100000, Size: n}},
+		Credential:  &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("user A inside its user namespace (kuid 1000): %v\n%s", err, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Stat(filepath.Join(a, "c1099"), &st)
+	t.Logf("outside: %s/c1099 owned by uid %d (set by uid-1000 user A, no root)", a, st.Uid)
+
+	b := e.cg.Mkdir(t, "users/b")
+	if err := os.Chown(b, 2000000, 2000000); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(b, redirect.LabelXattr, []byte("analyst"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ks := e.sync(e.install(t))
+	tick(t, ks)
+	dial(t, b, e.target, "engine\n", "FAIL OPEN: root-set label on user B's cgroup crowded out by user A's subuid-owned cgroups")
+	dial(t, b, e.other, "", "FAIL OPEN: B's agent (egress deny) reaches a non-target")
 }

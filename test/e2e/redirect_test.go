@@ -688,6 +688,119 @@ func TestExecStoppedAgentReadsNoInput(t *testing.T) {
 	}
 }
 
+// newPty returns a terminal pair, and what the terminal shows.
+func newPty(t *testing.T) (ptmx, pts *os.File, screen *harness.SyncBuffer) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	screen = &harness.SyncBuffer{}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			k, err := ptmx.Read(b)
+			if err != nil {
+				return
+			}
+			screen.Write(b[:k])
+		}
+	}()
+	return ptmx, pts, screen
+}
+
+// bgShell runs its arguments as a background job of an interactive shell
+// (a process group of its own, the terminal left to the shell) and says
+// how the job ended.
+const bgShell = `
+use POSIX;
+$| = 1;
+my $pid = fork();
+if ($pid == 0) { setpgid(0, 0); exec @ARGV; exit 127 }
+setpgid($pid, $pid);
+waitpid($pid, WUNTRACED);
+my $st = ${^CHILD_ERROR_NATIVE};
+if (WIFSTOPPED($st)) { print "JOB-STOPPED:sig" . WSTOPSIG($st) . "\n"; kill('KILL', -$pid); waitpid($pid, 0) }
+else { print "JOB-EXIT:" . WEXITSTATUS($st) . "\n" }
+`
+
+// The relay of a terminal to the agent (see TestExecStoppedAgentReadsNoInput)
+// must not change what exec does otherwise.
+func TestExecRelay(t *testing.T) {
+	_, err := exec.LookPath("perl")
+	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
+	e := setup(t)
+	execArgs := func(agent string) []string {
+		return []string{e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst",
+			"--parent", e.cg.Rel("exec"), "--user", "nobody", "--", "perl", "-e", agent}
+	}
+	// In the background (exec … &), reading the terminal would stop the
+	// job (SIGTTIN) before the agent ever ran.
+	t.Run("background", func(t *testing.T) {
+		_, pts, screen := newPty(t)
+		cmd := exec.Command("perl", append([]string{"-e", bgShell}, execArgs(`$|=1; sleep 1; print "AGENT-OUT\n"`)...)...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		harness.WaitFor(time.Second, func() bool { return strings.Contains(screen.String(), "JOB-") })
+		if out := screen.String(); !strings.Contains(out, "AGENT-OUT") || !strings.Contains(out, "JOB-EXIT:0") {
+			t.Errorf("interlock exec in the background:\n%s", out)
+		}
+	})
+	// Output held back by flow control (^S) when the agent exits is
+	// shown once the terminal goes on (^Q), not dropped.
+	t.Run("flow-control", func(t *testing.T) {
+		ptmx, pts, screen := newPty(t)
+		ptmx.Write([]byte{0x13}) // ^S
+		args := execArgs(`$|=1; for (1..2000) { print "LINE-$_\n" } print "AGENT-END\n"`)
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		ptmx.Write([]byte{0x11}) // ^Q
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("exec: %v", err)
+		}
+		harness.WaitFor(2*time.Second, func() bool { return strings.Contains(screen.String(), "AGENT-END") })
+		if out := screen.String(); strings.Count(out, "LINE-") != 2000 || !strings.Contains(out, "AGENT-END") {
+			t.Errorf("agent output through a terminal under ^S: %d of 2000 lines, end shown: %v", strings.Count(out, "LINE-"), strings.Contains(out, "AGENT-END"))
+		}
+	})
+	// A terminal the caller passes on a descriptor beyond 0-2 stays with
+	// exec.
+	t.Run("fd3", func(t *testing.T) {
+		_, pts, screen := newPty(t)
+		args := execArgs(`$|=1; print "FD3-TTY=", (-t 3 ? 1 : 0), "\n"`)
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+		cmd.ExtraFiles = []*os.File{pts}
+		if err := cmd.Run(); err != nil {
+			t.Errorf("exec: %v", err)
+		}
+		harness.WaitFor(time.Second, func() bool { return strings.Contains(screen.String(), "FD3-TTY=") })
+		if out := screen.String(); !strings.Contains(out, "FD3-TTY=0") {
+			t.Errorf("the agent got the caller's terminal on fd 3:\n%s", out)
+		}
+	})
+}
+
 // TestFailClosed kills the engine under a stream of agent connections and
 // restarts it: no connection may ever reach the target directly.
 func TestFailClosed(t *testing.T) {
