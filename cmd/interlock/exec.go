@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -225,6 +226,10 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	// would go on reading it while exec is stopped (^Z) or in the
 	// background, and take the lines meant for the caller's shell. Signals
 	// are forwarded.
+	// A read of the terminal from the background fails (EIO) instead of
+	// stopping exec, and foregroundReader waits; a stopped exec would
+	// leave the agent unsupervised.
+	signal.Ignore(syscall.SIGTTIN)
 	relay := relayStdio(c)
 	defer relay.started() // on errors before Wait
 	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Credential: cred, Setsid: true}
@@ -236,7 +241,7 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 	defer signal.Stop(sigs)
 	// Descriptors the caller passed beyond 0-2 (a terminal on fd 3) stay
 	// with exec: only what relayStdio gives reaches the agent.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+	if err := closeOnExecFrom(3); err != nil {
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
 	if err := startNoNewPrivs(c); err != nil {
@@ -249,9 +254,8 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 		}
 	}()
 	err = c.Wait()
-	// Leftovers go first, so that the output copies see the pipes close
-	// and relay everything, however slow the terminal (^S).
-	os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0)
+	// Leftovers go first; then the output still in the pipes is relayed.
+	killCgroup(cg)
 	relay.finish()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -267,8 +271,57 @@ func execAgent(cfg *Config, base, agent string, wait time.Duration, cred *syscal
 // stdioRelay copies between exec's own standard streams and pipes that
 // the agent gets instead of a terminal.
 type stdioRelay struct {
-	child []*os.File      // the agent's ends, closed here once it started
-	done  []chan struct{} // output copies
+	child []*os.File // the agent's ends, closed here once it started
+	outs  []*outRelay
+}
+
+// outRelay copies one output pipe to the terminal.
+type outRelay struct {
+	pipe *os.File
+	to   *os.File
+	left atomic.Int64 // bytes still to copy once draining; < 0: all
+	done chan struct{}
+}
+
+func (o *outRelay) run() {
+	defer close(o.done)
+	defer o.pipe.Close()
+	buf := make([]byte, 32*1024)
+	for {
+		limit := o.left.Load()
+		if limit == 0 {
+			return
+		}
+		b := buf
+		if limit > 0 && int64(len(b)) > limit {
+			b = b[:limit]
+		}
+		n, err := o.pipe.Read(b)
+		if n > 0 {
+			if limit > 0 { // these bytes were counted by drain
+				o.left.Add(-int64(n))
+			}
+			if _, werr := o.to.Write(b[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// drain lets the copy go on for what the pipe holds now, and no further:
+// a process outside the cgroup (handed the pipe by the agent's user) must
+// not keep exec waiting, nor keep writing to the caller's terminal.
+func (o *outRelay) drain() {
+	n, err := unix.IoctlGetInt(int(o.pipe.Fd()), unix.TIOCINQ) // FIONREAD
+	if err != nil || n == 0 {
+		o.left.Store(0)
+		o.pipe.Close() // ends a read waiting for more
+		return
+	}
+	o.left.Store(int64(n))
 }
 
 // relayStdio gives c exec's standard streams, or a pipe in place of each
@@ -304,9 +357,10 @@ func relayStdio(c *exec.Cmd) *stdioRelay {
 		}
 		out.set(pw)
 		r.child = append(r.child, pw)
-		done := make(chan struct{})
-		r.done = append(r.done, done)
-		go func() { io.Copy(out.f, pr); pr.Close(); close(done) }()
+		o := &outRelay{pipe: pr, to: out.f, done: make(chan struct{})}
+		o.left.Store(-1)
+		r.outs = append(r.outs, o)
+		go o.run()
 	}
 	return r
 }
@@ -321,10 +375,22 @@ func (r foregroundReader) Read(b []byte) (int, error) {
 	for {
 		pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
 		if err != nil || pgrp == unix.Getpgrp() {
-			return r.f.Read(b)
+			n, err := r.f.Read(b)
+			// Sent to the background during the read (^Z, bg): with
+			// SIGTTIN ignored (execAgent) the read fails with EIO
+			// instead of stopping exec; wait for the foreground.
+			if errors.Is(err, unix.EIO) && !r.foreground(fd) {
+				continue
+			}
+			return n, err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func (r foregroundReader) foreground(fd int) bool {
+	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
 }
 
 // started closes the agent's ends of the pipes in exec.
@@ -335,13 +401,15 @@ func (r *stdioRelay) started() {
 	r.child = nil
 }
 
-// finish waits until the output copies have relayed everything: the
-// agent's processes are gone (killed with the cgroup), so the pipes close
-// once their contents reach the terminal.
+// finish relays what the output pipes hold once the agent's processes are
+// gone (killCgroup), however long the terminal takes (^S), and stops.
 func (r *stdioRelay) finish() {
 	r.started()
-	for _, d := range r.done {
-		<-d
+	for _, o := range r.outs {
+		o.drain()
+	}
+	for _, o := range r.outs {
+		<-o.done
 	}
 }
 
@@ -363,10 +431,59 @@ func startNoNewPrivs(c *exec.Cmd) error {
 	return <-done
 }
 
+// killCgroup kills every process in the cgroup and waits (a while) until
+// it is empty: with cgroup.kill (Linux 5.14), else pid by pid.
+func killCgroup(cg string) {
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0); err != nil {
+		for i := 0; i < 50; i++ {
+			b, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+			pids := strings.Fields(string(b))
+			if err != nil || len(pids) == 0 {
+				break
+			}
+			for _, p := range pids {
+				if pid, err := strconv.Atoi(p); err == nil {
+					unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		b, err := os.ReadFile(filepath.Join(cg, "cgroup.events"))
+		if err != nil || strings.Contains(string(b), "populated 0") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// closeOnExecFrom marks every descriptor from first up close-on-exec:
+// close_range (Linux 5.11), else one by one from /proc/self/fd.
+func closeOnExecFrom(first int) error {
+	if err := unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < first {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags|unix.FD_CLOEXEC)
+		}
+	}
+	return nil
+}
+
 // removeCgroup kills what the command left behind in its own cgroup and
 // removes it.
 func removeCgroup(cg string) {
-	os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0)
+	killCgroup(cg)
 	for i := 0; i < 100; i++ {
 		if err := os.Remove(cg); err == nil || errors.Is(err, os.ErrNotExist) {
 			return

@@ -801,6 +801,144 @@ func TestExecRelay(t *testing.T) {
 	})
 }
 
+// killExecCgroups ends what tests left in exec's cgroups.
+func killExecCgroups(e *env) {
+	filepath.WalkDir(e.cg.Path("exec"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && p != e.cg.Path("exec") {
+			os.WriteFile(filepath.Join(p, "cgroup.kill"), []byte("1"), 0)
+		}
+		return nil
+	})
+}
+
+// A process of the agent's user outside the agent cgroup (another agent
+// session of the same --user, a user daemon, ...) takes the agent's
+// stdout pipe with pidfd_getfd (or gets it over a unix socket, SCM_RIGHTS).
+// cgroup.kill does not reach it: exec waited forever for the pipe to
+// close, and kept relaying that process's output to the caller's
+// terminal. It now relays what the pipe holds when the cgroup is empty.
+func TestExecPipeHeldOutside(t *testing.T) {
+	_, err := exec.LookPath("perl")
+	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
+	e := setup(t)
+	_, pts, screen := newPty(t)
+	cmd := exec.Command(e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst",
+		"--parent", e.cg.Rel("exec"), "--user", "nobody", "--", "perl", "-e", `$|=1; print "PID:$$\n"; sleep 2; print "AGENT-BYE\n"; exit 0`)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var holder *exec.Cmd
+	t.Cleanup(func() {
+		if holder != nil && holder.Process != nil {
+			holder.Process.Kill()
+			holder.Wait()
+		}
+		killExecCgroups(e)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	if !harness.WaitFor(10*time.Second, func() bool { return regexp.MustCompile(`PID:\d+`).MatchString(screen.String()) }) {
+		t.Fatalf("agent did not start:\n%s", screen.String())
+	}
+	pid := regexp.MustCompile(`PID:(\d+)`).FindStringSubmatch(screen.String())[1]
+	// uid nobody, outside the agent cgroup (in the test's own cgroup).
+	holder = exec.Command("perl", "-e", `my $pfd = syscall(434, $ARGV[0]+0, 0); die "pidfd_open: $!\n" if $pfd < 0; my $fd = syscall(438, $pfd, 1, 0); die "pidfd_getfd: $!\n" if $fd < 0; print STDERR "HELD fd $fd\n"; sleep 60`, pid)
+	hout := &harness.SyncBuffer{}
+	holder.Stdout, holder.Stderr = hout, hout
+	holder.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !harness.WaitFor(3*time.Second, func() bool { return strings.Contains(hout.String(), "HELD") }) {
+		t.Fatalf("holder: %s", hout.String())
+	}
+	select {
+	case err := <-done:
+		done <- err
+		t.Logf("exec returned: %v", err)
+	case <-time.After(8 * time.Second):
+		t.Errorf("HANG: exec has not returned 6 s after the agent exited: a uid-nobody process outside the cgroup holds the agent's stdout pipe; agent exited: %v\n%s",
+			strings.Contains(screen.String(), "AGENT-BYE"), screen.String())
+		// The operator's ^C, a supervisor's SIGTERM: forwarded to the dead agent, ignored.
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			done <- err
+			t.Logf("exec ended on SIGINT/SIGTERM: %v", err)
+		case <-time.After(3 * time.Second):
+			t.Errorf("HANG: exec ignores SIGINT and SIGTERM while it waits for the pipe")
+		}
+	}
+}
+
+// ^Z, then bg, while the relay sits in a read of the terminal (the usual
+// idle case): the read restarted after SIGCONT from the background, and
+// the kernel stopped exec again with SIGTTIN, leaving the agent
+// unsupervised. exec ignores SIGTTIN now, and waits for the foreground.
+func TestExecSuspendThenBackground(t *testing.T) {
+	_, err := exec.LookPath("perl")
+	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
+	e := setup(t)
+	ptmx, pts, screen := newPty(t)
+	const shell = `
+use POSIX;
+$SIG{TTOU} = 'IGNORE';
+$| = 1;
+my $pid = fork();
+if ($pid == 0) { setpgid(0, 0); exec @ARGV; exit 127 }
+setpgid($pid, $pid);
+tcsetpgrp(0, $pid);
+waitpid($pid, WUNTRACED);
+print "FIRST-STOP:" . WSTOPSIG(${^CHILD_ERROR_NATIVE}) . "\n";
+tcsetpgrp(0, getpgrp());
+kill('CONT', -$pid);
+print "BG\n";
+waitpid($pid, WUNTRACED);
+my $st = ${^CHILD_ERROR_NATIVE};
+if (WIFSTOPPED($st)) { print "JOB-STOPPED:sig" . WSTOPSIG($st) . "\n"; sleep 1; kill('KILL', -$pid); waitpid($pid, 0) }
+else { print "JOB-EXIT:" . WEXITSTATUS($st) . "\n" }
+`
+	cmd := exec.Command("perl", "-e", shell, e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst",
+		"--parent", e.cg.Rel("exec"), "--user", "nobody", "--", "perl", "-e", `$|=1; print "AGENT-READY\n"; sleep 4; print "AGENT-OUT\n"`)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		killExecCgroups(e)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	if !harness.WaitFor(10*time.Second, func() bool { return strings.Contains(screen.String(), "AGENT-READY") }) {
+		t.Fatalf("agent did not start:\n%s", screen.String())
+	}
+	time.Sleep(300 * time.Millisecond) // the relay is in read(0)
+	ptmx.Write([]byte{0x1a})           // ^Z
+	if !harness.WaitFor(8*time.Second, func() bool { return strings.Contains(screen.String(), "JOB-") }) {
+		t.Fatalf("no result:\n%s", screen.String())
+	}
+	out := screen.String()
+	t.Logf("terminal:\n%s", out)
+	if !strings.Contains(out, "JOB-EXIT:0") {
+		t.Errorf("^Z then bg: exec did not run on in the background")
+	}
+}
+
 // TestFailClosed kills the engine under a stream of agent connections and
 // restarts it: no connection may ever reach the target directly.
 func TestFailClosed(t *testing.T) {
