@@ -435,24 +435,30 @@ func startNoNewPrivs(c *exec.Cmd) error {
 // it is empty: with cgroup.kill (Linux 5.14), else pid by pid.
 func killCgroup(cg string) {
 	if err := os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0); err != nil {
-		for i := 0; i < 50; i++ {
-			b, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
-			pids := strings.Fields(string(b))
-			if err != nil || len(pids) == 0 {
-				break
-			}
-			for _, p := range pids {
-				if pid, err := strconv.Atoi(p); err == nil {
-					unix.Kill(pid, unix.SIGKILL)
-				}
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		killPids(cg)
 	}
 	for i := 0; i < 100; i++ {
 		b, err := os.ReadFile(filepath.Join(cg, "cgroup.events"))
 		if err != nil || strings.Contains(string(b), "populated 0") {
 			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// killPids kills the cgroup's processes one by one until none is left (or
+// a second has passed): processes may fork meanwhile.
+func killPids(cg string) {
+	for i := 0; i < 50; i++ {
+		b, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+		pids := strings.Fields(string(b))
+		if err != nil || len(pids) == 0 {
+			return
+		}
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil {
+				unix.Kill(pid, unix.SIGKILL)
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -464,6 +470,10 @@ func closeOnExecFrom(first int) error {
 	if err := unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
 		return nil
 	}
+	return closeOnExecByProc(first)
+}
+
+func closeOnExecByProc(first int) error {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return err
