@@ -373,8 +373,7 @@ type foregroundReader struct{ f *os.File }
 func (r foregroundReader) Read(b []byte) (int, error) {
 	fd := int(r.f.Fd())
 	for {
-		pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
-		if err != nil || pgrp == unix.Getpgrp() {
+		if r.foreground(fd) {
 			n, err := r.f.Read(b)
 			// Sent to the background during the read (^Z, bg): with
 			// SIGTTIN ignored (execAgent) the read fails with EIO
@@ -388,9 +387,11 @@ func (r foregroundReader) Read(b []byte) (int, error) {
 	}
 }
 
+// foreground: this process group is the terminal's foreground, or the
+// terminal is not exec's controlling terminal (no job control applies).
 func (r foregroundReader) foreground(fd int) bool {
 	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
-	return err == nil && pgrp == unix.Getpgrp()
+	return err != nil || pgrp == unix.Getpgrp()
 }
 
 // started closes the agent's ends of the pipes in exec.

@@ -383,20 +383,15 @@ func TestPrivilegedIncompleteScanKeepsOnlyUnread(t *testing.T) {
 	dial(t, hidden, e.target, "engine\n", "FAIL OPEN: an agent cgroup the scan could not read")
 }
 
-// Anyone who owns a cgroup can label its subtree by the thousand. Each
-// such label that no honoured label covers is an agent cgroup in the
-// kernel; unbounded, they filled the map (16384), and a label the
-// operator set afterwards never reached the kernel: its processes
-// reached targets directly.
-func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
-	e := newSyncEnv(t, "")
-	users := e.cg.Mkdir(t, "users")
-	if err := os.Chown(users, 65534, 65534); err != nil {
+// userLabels hands dir to uid 65534 and makes n labelled cgroups in it,
+// named by format, as that user could: each its own, label "x".
+func userLabels(t *testing.T, dir string, n int, format string) {
+	t.Helper()
+	if err := os.Chown(dir, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	const n = 16384 + 16 // more than the map holds
 	for i := range n {
-		p := filepath.Join(users, fmt.Sprintf("c%d", i))
+		p := filepath.Join(dir, fmt.Sprintf(format, i))
 		if err := os.Mkdir(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -407,6 +402,17 @@ func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// Anyone who owns a cgroup can label its subtree by the thousand. Each
+// such label that no honoured label covers is an agent cgroup in the
+// kernel; unbounded, they filled the map (16384), and a label the
+// operator set afterwards never reached the kernel: its processes
+// reached targets directly.
+func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
+	e := newSyncEnv(t, "")
+	users := e.cg.Mkdir(t, "users")
+	userLabels(t, users, 16384+16, "c%d") // more than the map holds
 	ks := e.sync(e.install(t))
 	tick(t, ks)
 	agent := e.cg.Mkdir(t, "agents/new")
@@ -428,22 +434,7 @@ func TestPrivilegedUntrustedLabelFloodLeavesRoom(t *testing.T) {
 // delegated cgroup was left out: B's processes reached targets directly.
 func TestPrivilegedUntrustedLabelCapSharedByDelegation(t *testing.T) {
 	e := newSyncEnv(t, "")
-	a := e.cg.Mkdir(t, "users/a")
-	if err := os.Chown(a, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	for i := range maxUntrustedCgroups {
-		p := filepath.Join(a, fmt.Sprintf("c%04d", i))
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(p, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Setxattr(p, redirect.LabelXattr, []byte("x"), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	userLabels(t, e.cg.Mkdir(t, "users/a"), maxUntrustedCgroups, "c%04d")
 	// The operator's label on B's delegated cgroup (set by root).
 	b := e.cg.Mkdir(t, "users/b")
 	if err := os.Chown(b, 1000, 1000); err != nil {

@@ -520,34 +520,7 @@ func TestExecNoControllingTerminal(t *testing.T) {
 	_, err := exec.LookPath("perl")
 	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
 	e := setup(t)
-	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
-	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pts.Close()
-	screen := &harness.SyncBuffer{} // what the terminal shows
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			n, err := ptmx.Read(b)
-			if err != nil {
-				return
-			}
-			screen.Write(b[:n])
-		}
-	}()
+	_, pts, screen := newPty(t) // screen: what the terminal shows
 	// Into standard input, and into the controlling terminal; exec's own
 	// relay may read what lands in the terminal, so the agent says what
 	// worked.
@@ -611,34 +584,7 @@ func TestExecStoppedAgentReadsNoInput(t *testing.T) {
 	_, err := exec.LookPath("perl")
 	harness.Require(t, err == nil, "needs perl (Debian: perl-base)")
 	e := setup(t)
-	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
-	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pts.Close()
-	out := &harness.SyncBuffer{}
-	go func() {
-		b := make([]byte, 4096)
-		for {
-			k, err := ptmx.Read(b)
-			if err != nil {
-				return
-			}
-			out.Write(b[:k])
-		}
-	}()
+	ptmx, pts, out := newPty(t)
 	agent := `$| = 1; print "AGENT-READY\n"; while (defined(my $l = <STDIN>)) { print "AGENT-READ:$l" }`
 	cmd := exec.Command("perl", "-e", jobShell, e.d.Bin, "--config", e.d.ConfigPath, "exec", "--agent", "analyst",
 		"--parent", e.cg.Rel("exec"), "--user", "nobody", "--", "perl", "-e", agent)
